@@ -1,0 +1,3 @@
+from realtime_voicebot.cli import main
+
+main()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Everything a developer needs, then every check: the README's second quickstart line and
+# what .ci/run calls. Safe to run again: it reuses .venv and installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
+bash scripts/audio-rig.sh install     # PortAudio, PulseAudio, espeak-ng, sox (only when missing)
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q -e '.[dev,aec]'
+
+echo "== ruff";   ruff check . && ruff format --check .
+echo "== mypy";   mypy --strict realtime_voicebot
+bash scripts/audio-rig.sh start
+echo "== pytest"; python -m pytest -q "$@"

@@ -1,0 +1,20 @@
+"""Shared fixtures: a clean environment for every test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def clean_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """No VOICEBOT_/OpenAI/Azure variables and no .env from the developer's shell leak in."""
+    for name in list(os.environ):
+        if name.startswith(("VOICEBOT_", "OPENAI_", "AZURE_OPENAI_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
