@@ -1,0 +1,226 @@
+"""The microphone: PortAudio callback → bounded queue → PCM16 24 kHz mono blocks on the loop.
+
+The callback only copies the block into a preallocated slot and hands the slot to the loop with
+`call_soon_threadsafe`. Resampling, level metering and echo processing happen in `read()`, on
+the event loop. At most `queue_blocks` blocks wait for the reader; when the reader falls
+further behind, new blocks are dropped and counted in `dropped_blocks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import structlog
+
+from realtime_voicebot.audio.devices import (
+    AudioUnavailableError,
+    load_sounddevice,
+    supported_samplerate,
+)
+from realtime_voicebot.audio.resample import (
+    API_SAMPLE_RATE,
+    DBFS_FLOOR,
+    StreamResampler,
+    rms_dbfs,
+)
+
+if TYPE_CHECKING:
+    from realtime_voicebot.audio.echo import EchoProcessor
+
+log = structlog.get_logger(component="audio.input")
+
+
+class AudioInput(Protocol):
+    """A source of PCM16 24 kHz mono blocks: the microphone or a WAV file."""
+
+    sample_rate: int
+    level_dbfs: float
+    dropped_blocks: int
+    overflows: int
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def read(self) -> bytes: ...
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+class MicrophoneInput:
+    """Captures a PortAudio input device and yields PCM16 24 kHz mono bytes.
+
+    `read()` returns the next block (b"" once stopped); `async for block in mic` does the same.
+    The device runs at 24 kHz when it can, else at its default rate with resampling on the loop.
+    """
+
+    sample_rate = API_SAMPLE_RATE
+
+    def __init__(
+        self,
+        device: int | None = None,
+        *,
+        chunk_ms: int = 20,
+        device_rate: int | None = None,
+        queue_blocks: int = 50,
+        echo: EchoProcessor | None = None,
+        latency: float | str = "low",
+    ) -> None:
+        if queue_blocks < 1:
+            raise ValueError("queue_blocks must be at least 1")
+        self.device = device
+        self.chunk_ms = chunk_ms
+        self.device_rate = device_rate
+        """The rate the device captures at (None until start() probes the device)."""
+        self.queue_blocks = queue_blocks
+        self.echo = echo
+        self.latency = latency
+        self.input_latency_s = 0.0
+        self.level_dbfs = DBFS_FLOOR
+        """RMS level of the last block read, before echo processing (for the live display)."""
+        self.dropped_blocks = 0
+        """Blocks dropped because `queue_blocks` were already waiting for the reader."""
+        self.overflows = 0
+        """Blocks PortAudio flagged as input overflow (samples lost before the callback)."""
+        self.callback_errors = 0
+        self.blocks_read = 0
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[tuple[int, int] | None] | None = None
+        self._slots = np.zeros((0, 0), dtype=np.int16)
+        self._next_slot = 0
+        self._pending = 0  # slots handed to the loop and not yet read
+        self._resampler: StreamResampler | None = None
+        self._stream: Any = None
+        self._closed = False
+
+    @property
+    def block_frames(self) -> int:
+        rate = self.device_rate or API_SAMPLE_RATE
+        return max(1, rate * self.chunk_ms // 1000)
+
+    def prepare(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Allocate the slots and queue and bind the loop, without opening a device (tests)."""
+        self._loop = loop or asyncio.get_running_loop()
+        rate = self.device_rate or API_SAMPLE_RATE
+        self.device_rate = rate
+        self._slots = np.zeros((self.queue_blocks, self.block_frames), dtype=np.int16)
+        self._next_slot = 0
+        self._pending = 0
+        self._queue = asyncio.Queue(maxsize=self.queue_blocks + 1)  # + 1: the stop sentinel
+        self._resampler = StreamResampler(rate, API_SAMPLE_RATE)
+        self._closed = False
+
+    async def start(self) -> None:
+        """Open and start the input stream."""
+        sd = load_sounddevice()
+        if self.device_rate is None:
+            self.device_rate = supported_samplerate(self.device, "input", API_SAMPLE_RATE)
+        self.prepare()
+        try:
+            self._stream = sd.InputStream(
+                device=self.device,
+                samplerate=self.device_rate,
+                channels=1,
+                dtype="int16",
+                blocksize=self.block_frames,
+                latency=self.latency,
+                callback=self._on_block,
+            )
+            self._stream.start()
+        except (sd.PortAudioError, ValueError) as exc:
+            raise AudioUnavailableError(
+                f"Cannot open the input device ({exc}): run `voicebot devices list` and pick "
+                "one with --input-device"
+            ) from exc
+        self.input_latency_s = float(self._stream.latency)
+        log.debug("input started", device=self.device, rate=self.device_rate)
+
+    async def stop(self) -> None:
+        """Stop the stream; a pending or later `read()` returns b""."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.stop()
+            stream.close()
+        self._closed = True
+        if self._queue is not None:
+            with contextlib.suppress(asyncio.QueueFull):  # the sentinel has its own slot
+                self._queue.put_nowait(None)
+
+    async def __aenter__(self) -> MicrophoneInput:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # --- callback thread --------------------------------------------------------------------
+
+    def _on_block(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
+        """PortAudio callback: copy the block into a free slot and hand it to the loop."""
+        if status and status.input_overflow:
+            self.overflows += 1
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        try:
+            with self._lock:
+                if self._pending >= self.queue_blocks:
+                    self.dropped_blocks += 1
+                    return
+                slot = self._next_slot
+                self._next_slot = (slot + 1) % self.queue_blocks
+                self._pending += 1
+            frames = min(frames, self._slots.shape[1])
+            channel0 = indata[:frames, 0] if indata.ndim == 2 else indata[:frames]
+            self._slots[slot, :frames] = channel0
+            loop.call_soon_threadsafe(self._enqueue, slot, frames)
+        except Exception:
+            self.callback_errors += 1
+
+    # --- event loop -------------------------------------------------------------------------
+
+    def _enqueue(self, slot: int, frames: int) -> None:
+        assert self._queue is not None
+        try:
+            self._queue.put_nowait((slot, frames))
+        except asyncio.QueueFull:  # pragma: no cover - _pending bounds the queue
+            self.dropped_blocks += 1
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    async def read(self) -> bytes:
+        """The next PCM16 24 kHz mono block; b"" once the input is stopped."""
+        if self._queue is None:
+            raise RuntimeError("MicrophoneInput.read() before start()")
+        assert self._resampler is not None
+        while True:
+            if self._closed and self._queue.empty():
+                return b""
+            entry = await self._queue.get()
+            if entry is None:
+                return b""
+            slot, frames = entry
+            try:
+                raw = self._slots[slot, :frames]
+                self.level_dbfs = rms_dbfs(raw)
+                pcm = self._resampler.process(raw).tobytes()
+            finally:
+                self._release_slot()
+            self.blocks_read += 1
+            if self.echo is not None:
+                pcm = self.echo.process(pcm)
+            if pcm:  # empty while the resampler fills or the echo gate holds a block
+                return pcm
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while block := await self.read():
+            yield block
