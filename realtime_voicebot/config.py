@@ -7,12 +7,20 @@ Precedence, highest first: CLI flags (passed as init arguments), environment var
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "VOICEBOT_"
 ENV_FILE = ".env"
@@ -24,6 +32,8 @@ LogFormat = Literal["auto", "console", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 SummarizerKind = Literal["auto", "openai", "extractive"]
 ServerTruncation = Literal["auto", "disabled"]
+TOOL_NAMES = ("current_time", "http_get")
+"""Built-in tools (a str list, not a Literal, keeps the CLI help narrow)."""
 
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful, concise voice assistant. Answer in the language the user speaks. "
@@ -177,6 +187,51 @@ class Settings(BaseSettings):
         False, description="Redact e-mails, phone and card numbers, keys in the transcript."
     )
     metrics_file: Path | None = Field(None, description="Write the session summary here as JSON.")
+
+    # --- tools -----------------------------------------------------------------------------
+    tools: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="Built-in tools the model may call, comma-separated: current_time, http_get.",
+    )
+    tool_timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout of one tool call.")
+    http_allowlist: Annotated[list[str], NoDecode] = Field(
+        [], description="Hosts http_get may fetch from (https only), comma-separated."
+    )
+    http_max_bytes: int = Field(
+        65536, ge=1024, le=16 * 1024 * 1024, description="Bytes of a body http_get returns."
+    )
+
+    @field_validator("tools", "http_allowlist", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        """Accept a JSON list or a comma-separated string (environment, .env and CLI)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError("not a JSON list; use a JSON list or commas") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    @field_validator("tools", mode="after")
+    @classmethod
+    def _check_tools(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name not in TOOL_NAMES:
+                raise ValueError(f"unknown tool {name!r} (choose from {', '.join(TOOL_NAMES)})")
+        return names
+
+    @field_validator("http_allowlist", mode="after")
+    @classmethod
+    def _check_hosts(cls, hosts: list[str]) -> list[str]:
+        normalised = []
+        for host in hosts:
+            if "/" in host or "@" in host or not host.strip():
+                raise ValueError(f"{host!r} is not a host name (give hosts, not URLs)")
+            normalised.append(host.strip().lower().rstrip("."))
+        return normalised
 
     @model_validator(mode="before")
     @classmethod
