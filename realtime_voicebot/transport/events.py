@@ -105,6 +105,13 @@ class ErrorCode(StrEnum):
     ITEM_NOT_FOUND = "item_not_found"
     INVALID_VALUE = "invalid_value"
     UNKNOWN_EVENT = "unknown_event_type"
+    INVALID_JSON = "invalid_json"
+    MISSING_PARAMETER = "missing_required_parameter"
+    UNKNOWN_PARAMETER = "unknown_parameter"
+    UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
+    COMMIT_EMPTY = "input_audio_buffer_commit_empty"
+    CANNOT_UPDATE_VOICE = "cannot_update_voice"
+    SERVER_ERROR = "server_error"
 
 
 FATAL_ERROR_CODES = frozenset(

@@ -1,0 +1,60 @@
+"""Settings of the fake Realtime server, and the faults it can inject."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from realtime_voicebot.fake.conversation import TokenRates
+from realtime_voicebot.fake.scenario import Scenario
+from realtime_voicebot.transport.events import Dialect, ErrorCode
+
+
+@dataclass
+class Faults:
+    """Failures to inject; tests may change them at any time, they are read when they can fire.
+
+    ``*_after_events`` count the server events sent in a session (``session.created`` is 1,
+    injected events are not counted): the fault fires right after that event.
+    ``drop_after_s`` counts from the session's start.
+    A fault fires once, then clears itself, unless ``repeat`` is set (then it fires in every
+    session). A drop ends the TCP connection without a close frame: the client sees 1006.
+    """
+
+    drop_after_events: int | None = None
+    drop_after_s: float | None = None
+    error_after_events: int | None = None
+    error_code: str = ErrorCode.SERVER_ERROR
+    error_message: str = "The server had an error while processing your request."
+    malformed_after_events: int | None = None
+    unknown_event_after_events: int | None = None
+    unknown_event_type: str = "response.fake_unknown_event"
+    response_delay_s: float = 0.0
+    """Time between ``response.created`` and the first output (cancellable)."""
+    repeat: bool = False
+
+
+@dataclass
+class FakeServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    dialect: Dialect | None = None
+    """Force a dialect; None: beta when the client sends ``OpenAI-Beta: realtime=v1``."""
+    scenario: Scenario | None = None
+    speed: float = 4.0
+    """Multiple of real time at which response deltas are sent; 0 or inf: as fast as possible."""
+    session_max_s: float = 3600.0
+    api_keys: frozenset[str] | None = None
+    """Keys the handshake accepts; None: any non-empty key."""
+    rates: TokenRates = field(default_factory=TokenRates)
+    audio_delta_ms: int = 100
+    """Audio per ``response.output_audio.delta``."""
+    ms_per_char: float = 65.0
+    """Length of reply audio per character of its transcript."""
+    vad_frame_ms: int = 10
+    faults: Faults = field(default_factory=Faults)
+    scenario_per_session: bool = False
+    """Restart the scenario on each connection; by default one script runs across reconnects."""
+    rate_limits: bool = True
+    """Send ``rate_limits.updated`` after each ``response.done``, as the service does."""
+    record_audio: bool = False
+    """Keep base64 audio in `FakeSession.received`/``sent``; by default a size placeholder."""

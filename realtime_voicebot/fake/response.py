@@ -1,0 +1,336 @@
+"""One response: streams its output (audio with transcript, text, or a function call) in a
+task, paced at a multiple of real time, and finishes with the ``.done`` events and usage.
+
+Pacing: the delta carrying audio from ``t`` seconds on is sent at ``start + t / speed``;
+speed 0 or infinity sends as fast as the socket takes it. Cancelling (barge-in or
+``response.cancel``) wakes the pacing wait; the task then sends the ``.done`` events for what
+was actually sent and ``response.done`` with status ``cancelled``, and nothing after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import math
+from typing import TYPE_CHECKING, Any, Literal
+
+from realtime_voicebot.fake import session_config
+from realtime_voicebot.fake.conversation import ContentPart, Item, TokenCount
+from realtime_voicebot.fake.errors import SessionEnded
+from realtime_voicebot.fake.scenario import ToolCall
+from realtime_voicebot.fake.synth import speech_like, to_pcm16
+from realtime_voicebot.transport.events import PCM_BYTES_PER_MS, PCM_RATE, ServerEventType
+
+if TYPE_CHECKING:
+    from realtime_voicebot.fake.session import FakeSession
+
+JSON = dict[str, Any]
+S = ServerEventType
+ARGUMENT_DELTA_CHARS = 24
+
+
+class ResponseRun:
+    """One response: streams its output in a task, finishes or gets cancelled."""
+
+    def __init__(
+        self,
+        *,
+        session: FakeSession,
+        response_id: str,
+        reply: str | ToolCall,
+        modalities: list[str],
+        in_conversation: bool,
+        input_tokens: TokenCount,
+        cached_tokens: int,
+        metadata: JSON | None,
+        trigger: str,
+    ) -> None:
+        self.session = session
+        self.id = response_id
+        self.reply = reply
+        self.modalities = modalities
+        self.in_conversation = in_conversation
+        self.input_tokens = input_tokens
+        self.cached_tokens = cached_tokens
+        self.metadata = metadata
+        self.trigger = trigger
+        self.status = "in_progress"
+        self.cancel_reason: str | None = None
+        self.item: Item | None = None
+        self.audio_ms_sent = 0.0
+        self.text_sent = ""
+        self.usage: JSON | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._cancel = asyncio.Event()
+        self._part_open: Literal["audio", "text"] | None = None
+        self._clock = 0.0
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def reply_text(self) -> str:
+        """The full reply text (or the call's JSON arguments), sent or not."""
+        return self.reply.arguments_json if isinstance(self.reply, ToolCall) else self.reply
+
+    async def cancel(self, reason: str) -> None:
+        """Stop streaming and wait until ``response.done`` (cancelled) has been sent."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        self._cancel.set()
+        if self.task is not None and self.task is not asyncio.current_task():
+            await asyncio.wait({self.task})
+
+    # --- streaming ----------------------------------------------------------------------------
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep, but wake up at once when cancelled."""
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._cancel.wait(), seconds)
+
+    async def _pace(self, media_s: float) -> None:
+        """Wait until ``media_s`` of output is due at the configured speed."""
+        speed = self.session.config.speed
+        if speed <= 0 or math.isinf(speed):
+            await asyncio.sleep(0)
+            return
+        loop = asyncio.get_running_loop()
+        await self._wait(self._clock + media_s / speed - loop.time())
+
+    async def stream(self) -> None:
+        session = self.session
+        try:
+            await self._wait(session.faults.response_delay_s)
+            self._clock = asyncio.get_running_loop().time()
+            if not self.cancelled:
+                if isinstance(self.reply, ToolCall):
+                    await self._call(self.reply)
+                elif "audio" in self.modalities:
+                    await self._speak(self.reply)
+                else:
+                    await self._write(self.reply)
+            await self._finish()
+        except SessionEnded:
+            self.status = "failed"
+        finally:
+            if session.active_response is self:
+                session.active_response = None
+
+    async def _open_item(self, item: Item) -> None:
+        session = self.session
+        self.item = item
+        await session.emit(
+            S.OUTPUT_ITEM_ADDED, response_id=self.id, output_index=0, item=item.to_wire()
+        )
+        if self.in_conversation:
+            previous = session.conversation.insert(item)
+            await session.emit(S.ITEM_ADDED, previous_item_id=previous, item=item.to_wire())
+
+    async def _open_part(self, item: Item, kind: Literal["audio", "text"]) -> ContentPart:
+        dialect = self.session.dialect
+        if kind == "audio":
+            part = ContentPart("output_audio" if dialect == "ga" else "audio", transcript="")
+            wire: JSON = {"type": "audio", "transcript": ""}
+        else:
+            part = ContentPart("output_text" if dialect == "ga" else "text", text="")
+            wire = {"type": "text", "text": ""}
+        item.content.append(part)
+        self._part_open = kind
+        await self.session.emit(
+            S.CONTENT_PART_ADDED,
+            response_id=self.id,
+            item_id=item.id,
+            output_index=0,
+            content_index=0,
+            part=wire,
+        )
+        return part
+
+    def _where(self, item: Item) -> JSON:
+        return {"response_id": self.id, "item_id": item.id, "output_index": 0, "content_index": 0}
+
+    async def _speak(self, text: str) -> None:
+        session = self.session
+        config = session.config
+        item = Item(session.ids.new("item"), "message", role="assistant", status="in_progress")
+        await self._open_item(item)
+        part = await self._open_part(item, "audio")
+        seconds = max(0.1, len(text) * config.ms_per_char / 1000.0)
+        pcm = to_pcm16(speech_like(seconds, seed=len(session.responses)))
+        chunk_bytes = max(2, config.audio_delta_ms * PCM_BYTES_PER_MS)
+        total_ms = len(pcm) / PCM_BYTES_PER_MS
+        for offset in range(0, len(pcm), chunk_bytes):
+            await self._pace(offset / PCM_BYTES_PER_MS / 1000.0)
+            if self.cancelled:
+                return
+            chunk = pcm[offset : offset + chunk_bytes]
+            end_ms = (offset + len(chunk)) / PCM_BYTES_PER_MS
+            upto = len(text) if end_ms >= total_ms else math.ceil(len(text) * end_ms / total_ms)
+            if upto > len(self.text_sent):
+                delta = text[len(self.text_sent) : upto]
+                await session.emit(S.AUDIO_TRANSCRIPT_DELTA, **self._where(item), delta=delta)
+                self.text_sent = text[:upto]
+                part.transcript = self.text_sent
+            await session.emit(
+                S.AUDIO_DELTA, **self._where(item), delta=base64.b64encode(chunk).decode("ascii")
+            )
+            session.assistant_audio_sent = True
+            self.audio_ms_sent = end_ms
+            part.audio_ms = end_ms
+
+    async def _write(self, text: str) -> None:
+        session = self.session
+        item = Item(session.ids.new("item"), "message", role="assistant", status="in_progress")
+        await self._open_item(item)
+        part = await self._open_part(item, "text")
+        words = text.split(" ")
+        for index, word in enumerate(words):
+            await self._pace(0.0)
+            if self.cancelled:
+                return
+            delta = word if index == len(words) - 1 else word + " "
+            await session.emit(S.TEXT_DELTA, **self._where(item), delta=delta)
+            self.text_sent += delta
+            part.text = self.text_sent
+
+    async def _call(self, call: ToolCall) -> None:
+        session = self.session
+        item = Item(
+            session.ids.new("item"),
+            "function_call",
+            status="in_progress",
+            call_id=session.ids.new("call"),
+            name=call.name,
+            arguments="",
+        )
+        await self._open_item(item)
+        arguments = call.arguments_json
+        for offset in range(0, len(arguments), ARGUMENT_DELTA_CHARS):
+            await self._pace(0.0)
+            if self.cancelled:
+                return
+            delta = arguments[offset : offset + ARGUMENT_DELTA_CHARS]
+            await session.emit(
+                S.FUNCTION_ARGUMENTS_DELTA,
+                response_id=self.id,
+                item_id=item.id,
+                output_index=0,
+                call_id=item.call_id,
+                delta=delta,
+            )
+            self.text_sent += delta
+            item.arguments = self.text_sent
+        await session.emit(
+            S.FUNCTION_ARGUMENTS_DONE,
+            response_id=self.id,
+            item_id=item.id,
+            output_index=0,
+            call_id=item.call_id,
+            name=call.name,
+            arguments=arguments,
+        )
+
+    async def _finish(self) -> None:
+        """The ``.done`` events, in the service's order, then ``response.done``."""
+        session = self.session
+        item = self.item
+        if item is not None:
+            if self._part_open == "audio":
+                part = item.content[0]
+                await session.emit(S.AUDIO_DONE, **self._where(item))
+                await session.emit(
+                    S.AUDIO_TRANSCRIPT_DONE, **self._where(item), transcript=part.transcript or ""
+                )
+                await session.emit(
+                    S.CONTENT_PART_DONE,
+                    **self._where(item),
+                    part={"type": "audio", "transcript": part.transcript or ""},
+                )
+            elif self._part_open == "text":
+                part = item.content[0]
+                await session.emit(S.TEXT_DONE, **self._where(item), text=part.text or "")
+                await session.emit(
+                    S.CONTENT_PART_DONE,
+                    **self._where(item),
+                    part={"type": "text", "text": part.text or ""},
+                )
+            item.status = "incomplete" if self.cancelled else "completed"
+            await session.emit(
+                S.OUTPUT_ITEM_DONE, response_id=self.id, output_index=0, item=item.to_wire()
+            )
+            conversation = session.conversation
+            if self.in_conversation and conversation.contains(item.id):
+                index = conversation.ids.index(item.id)
+                previous = conversation.items[index - 1].id if index else None
+                await session.emit(S.ITEM_DONE, previous_item_id=previous, item=item.to_wire())
+        self.status = "cancelled" if self.cancelled else "completed"
+        self.usage = self._usage()
+        session.active_response = None
+        await session.emit(S.RESPONSE_DONE, response=self.to_wire())
+        if session.config.rate_limits:
+            await session.emit(S.RATE_LIMITS_UPDATED, rate_limits=self._rate_limits())
+
+    def _usage(self) -> JSON:
+        rates = self.session.config.rates
+        output_text = rates.text(self.text_sent)
+        output_audio = rates.audio(self.audio_ms_sent, "assistant")
+        window = self.input_tokens
+        cached_text = min(self.cached_tokens, window.text)
+        return {
+            "total_tokens": window.total + output_text + output_audio,
+            "input_tokens": window.total,
+            "output_tokens": output_text + output_audio,
+            "input_token_details": {
+                "text_tokens": window.text,
+                "audio_tokens": window.audio,
+                "cached_tokens": self.cached_tokens,
+                "cached_tokens_details": {
+                    "text_tokens": cached_text,
+                    "audio_tokens": self.cached_tokens - cached_text,
+                },
+            },
+            "output_token_details": {"text_tokens": output_text, "audio_tokens": output_audio},
+        }
+
+    def _rate_limits(self) -> list[JSON]:
+        used = self.usage["total_tokens"] if self.usage else 0
+        return [
+            {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
+            {"name": "tokens", "limit": 400000, "remaining": 400000 - used, "reset_seconds": 0.5},
+        ]
+
+    def to_wire(self) -> JSON:
+        session = self.session
+        details: JSON | None = None
+        if self.status == "cancelled":
+            details = {"type": "cancelled", "reason": self.cancel_reason or "client_cancelled"}
+        voice = session_config.voice(session.session, session.dialect)
+        response: JSON = {
+            "object": "realtime.response",
+            "id": self.id,
+            "status": self.status,
+            "status_details": details,
+            "output": [self.item.to_wire()] if self.item is not None else [],
+            "conversation_id": session.conversation_id if self.in_conversation else None,
+            "max_output_tokens": "inf",
+            "usage": self.usage,
+            "metadata": self.metadata,
+        }
+        if session.dialect == "ga":
+            response["output_modalities"] = self.modalities
+            response["audio"] = {
+                "output": {"format": {"type": "audio/pcm", "rate": PCM_RATE}, "voice": voice}
+            }
+        else:
+            response.update(
+                modalities=self.modalities,
+                voice=voice,
+                output_audio_format="pcm16",
+                temperature=0.8,
+            )
+        return response

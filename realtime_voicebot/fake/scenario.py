@@ -1,0 +1,151 @@
+"""What the fake user says and what the fake model answers, in order.
+
+A scenario is JSON::
+
+    {"user_transcripts": ["Hi there.", "Book a table for two."],
+     "replies": ["Hello!", {"tool_call": {"name": "book", "arguments": {"people": 2}}}, "Done."]}
+
+or plain text, one line each, ``#`` for comments::
+
+    user: Hi there.
+    assistant: Hello!
+    tool: book {"people": 2}
+
+The Nth committed user utterance is transcribed as the Nth user line; the Nth response gives
+the Nth reply. When the lines run out, utterances become ``[speech 1.8 s]`` and replies echo
+the last user item (``You said: …``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_GREETING = "Hello! I am the fake Realtime server. Say something."
+
+
+class ScenarioError(ValueError):
+    """A scenario file or object that does not have the expected shape."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A reply that is a function call instead of speech."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def arguments_json(self) -> str:
+        return json.dumps(self.arguments, separators=(",", ":"), ensure_ascii=False)
+
+
+Reply = str | ToolCall
+
+
+def _reply_from(value: Any, where: str) -> Reply:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("tool_call"), dict):
+        call = value["tool_call"]
+        name, arguments = call.get("name"), call.get("arguments", {})
+        if not isinstance(name, str) or not name:
+            raise ScenarioError(f"{where}: tool_call.name must be a non-empty string")
+        if not isinstance(arguments, dict):
+            raise ScenarioError(f"{where}: tool_call.arguments must be an object")
+        return ToolCall(name, arguments)
+    raise ScenarioError(f'{where}: expected a string or {{"tool_call": {{...}}}}')
+
+
+@dataclass
+class Scenario:
+    user_transcripts: list[str] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Scenario:
+        if not isinstance(data, dict):
+            raise ScenarioError("a scenario must be a JSON object")
+        unknown = set(data) - {"user_transcripts", "replies"}
+        if unknown:
+            raise ScenarioError(f"unknown scenario keys: {', '.join(sorted(unknown))}")
+        transcripts = data.get("user_transcripts", [])
+        replies = data.get("replies", [])
+        if not isinstance(transcripts, list) or not all(isinstance(t, str) for t in transcripts):
+            raise ScenarioError("user_transcripts must be a list of strings")
+        if not isinstance(replies, list):
+            raise ScenarioError("replies must be a list")
+        return cls(
+            list(transcripts), [_reply_from(r, f"replies[{i}]") for i, r in enumerate(replies)]
+        )
+
+    @classmethod
+    def from_text(cls, text: str) -> Scenario:
+        scenario = cls()
+        for number, raw in enumerate(text.splitlines(), start=1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            speaker, sep, rest = line.partition(":")
+            speaker, rest = speaker.strip().lower(), rest.strip()
+            if not sep:
+                raise ScenarioError(
+                    f"line {number}: expected 'user: …', 'assistant: …' or 'tool: …'"
+                )
+            if speaker == "user":
+                scenario.user_transcripts.append(rest)
+            elif speaker in ("assistant", "bot"):
+                scenario.replies.append(rest)
+            elif speaker == "tool":
+                name, _, arguments = rest.partition(" ")
+                try:
+                    parsed = json.loads(arguments) if arguments.strip() else {}
+                except ValueError as exc:
+                    raise ScenarioError(f"line {number}: tool arguments are not JSON") from exc
+                scenario.replies.append(
+                    _reply_from(
+                        {"tool_call": {"name": name, "arguments": parsed}}, f"line {number}"
+                    )
+                )
+            else:
+                raise ScenarioError(f"line {number}: unknown speaker {speaker!r}")
+        return scenario
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scenario:
+        """A scenario from a ``.json`` file, or from the line format otherwise."""
+        text = Path(path).read_text(encoding="utf-8")
+        if Path(path).suffix.lower() == ".json" or text.lstrip().startswith("{"):
+            try:
+                data = json.loads(text)
+            except ValueError as exc:
+                raise ScenarioError(f"{path}: not valid JSON ({exc})") from exc
+            return cls.from_dict(data)
+        return cls.from_text(text)
+
+
+class ScenarioCursor:
+    """Hands out the scenario's lines in order, then the defaults."""
+
+    def __init__(self, scenario: Scenario | None) -> None:
+        self.scenario = scenario or Scenario()
+        self.utterances = 0
+        self.responses = 0
+
+    def next_transcript(self, audio_ms: float) -> str:
+        index = self.utterances
+        self.utterances += 1
+        if index < len(self.scenario.user_transcripts):
+            return self.scenario.user_transcripts[index]
+        return f"[speech {audio_ms / 1000:.1f} s]"
+
+    def next_reply(self, last_user_text: str | None) -> Reply:
+        index = self.responses
+        self.responses += 1
+        if index < len(self.scenario.replies):
+            return self.scenario.replies[index]
+        if last_user_text:
+            return f"You said: {last_user_text}"
+        return DEFAULT_GREETING
