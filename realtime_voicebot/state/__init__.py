@@ -1,0 +1,1 @@
+"""The pure core: conversation state, compaction policy and procedure. No I/O here."""

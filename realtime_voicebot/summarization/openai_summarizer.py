@@ -1,0 +1,151 @@
+"""Summaries by a Chat Completions model (OpenAI or Azure OpenAI), and the factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+
+from realtime_voicebot.summarization.base import (
+    FallbackSummarizer,
+    Summarizer,
+    SummarizerError,
+    SummaryInput,
+    format_turns,
+)
+from realtime_voicebot.summarization.extractive import ExtractiveSummarizer
+
+if TYPE_CHECKING:
+    from realtime_voicebot.config import Settings
+
+DEFAULT_MODEL = "gpt-4o-mini"
+AZURE_V1_PATH = "/openai/v1/"
+
+ClientFactory = Callable[[], openai.AsyncOpenAI]
+
+SYSTEM_PROMPT = (
+    "You maintain the running summary of a long spoken conversation between a user and a "
+    "voice assistant. The summary replaces the turns it covers, so it must keep everything "
+    "that may matter later: names, numbers, dates, times, places, decisions made, the "
+    "user's preferences and constraints, tasks agreed on, and questions still open. Drop "
+    "greetings, small talk and repetition. Merge the previous summary (if any) with the new "
+    "turns into one updated summary; never lose a fact from the previous summary unless the "
+    "new turns correct it. Write short factual sentences or bullet lines, at most about 250 "
+    "words, plain text only, without any preamble."
+)
+
+
+def language_instruction(language: str) -> str:
+    """The sentence telling the model which language to write in."""
+    if language.strip().lower() in ("", "auto"):
+        return "Write the summary in the language the conversation is held in."
+    return f"Write the summary in the language whose ISO 639 code is '{language.strip()}'."
+
+
+def build_messages(
+    items: Sequence[SummaryInput], previous_summary: str | None, language: str
+) -> list[ChatCompletionMessageParam]:
+    """The Chat Completions messages for one progressive summary."""
+    previous = previous_summary.strip() if previous_summary else ""
+    body = (
+        f"Previous summary:\n{previous or '(none)'}\n\n"
+        f"New conversation turns:\n{format_turns(items) or '(none)'}"
+    )
+    return [
+        {"role": "system", "content": f"{SYSTEM_PROMPT} {language_instruction(language)}"},
+        {"role": "user", "content": body},
+    ]
+
+
+class OpenAISummarizer:
+    """Progressive summaries with Chat Completions; raises on failure (see FallbackSummarizer).
+
+    ``client`` or ``client_factory`` supplies the `openai.AsyncOpenAI` (or
+    `openai.AsyncAzureOpenAI`); the factory runs on first use, so building the summarizer
+    costs nothing. ``timeout_s`` and ``max_retries`` are passed to the SDK per request.
+    """
+
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI | None = None,
+        *,
+        client_factory: ClientFactory | None = None,
+        model: str = DEFAULT_MODEL,
+        timeout_s: float = 20.0,
+        max_retries: int = 1,
+    ) -> None:
+        if client is None and client_factory is None:
+            raise ValueError("OpenAISummarizer needs a client or a client_factory")
+        self._client = client
+        self._client_factory = client_factory
+        self.model = model
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAISummarizer:
+        return cls(
+            client_factory=lambda: client_from_settings(settings),
+            model=settings.summary_model,
+            timeout_s=settings.summary_timeout_s,
+        )
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            assert self._client_factory is not None
+            self._client = self._client_factory()
+        return self._client
+
+    async def summarize(
+        self, items: Sequence[SummaryInput], previous_summary: str | None, language: str
+    ) -> str:
+        client = self.client.with_options(timeout=self.timeout_s, max_retries=self.max_retries)
+        completion = await client.chat.completions.create(
+            model=self.model, messages=build_messages(items, previous_summary, language)
+        )
+        if not completion.choices:
+            raise SummarizerError("the summarizer model returned no choices")
+        text = completion.choices[0].message.content
+        if not text or not text.strip():
+            raise SummarizerError("the summarizer model returned an empty summary")
+        return text.strip()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+def client_from_settings(settings: Settings) -> openai.AsyncOpenAI:
+    """An SDK client for the configured provider (Azure: v1 path, or legacy api-version)."""
+    key = settings.api_key()
+    api_key = key.get_secret_value() if key is not None else None
+    if settings.provider == "azure":
+        endpoint = (settings.azure_openai_endpoint or "").rstrip("/")
+        if not endpoint:
+            raise ValueError("provider azure needs azure_openai_endpoint for the summarizer")
+        if settings.azure_api_version:
+            return openai.AsyncAzureOpenAI(
+                azure_endpoint=endpoint, api_key=api_key, api_version=settings.azure_api_version
+            )
+        return openai.AsyncOpenAI(api_key=api_key, base_url=endpoint + AZURE_V1_PATH)
+    return openai.AsyncOpenAI(api_key=api_key, base_url=settings.openai_base_url)
+
+
+def build_summarizer(settings: Settings, offline: bool = False) -> Summarizer:
+    """The summarizer ``settings.summarizer`` asks for.
+
+    ``extractive``, or ``auto`` when offline or without an API key: `ExtractiveSummarizer`.
+    ``auto``: OpenAI with the extractive fallback. ``openai``: OpenAI alone (the compaction
+    runner still falls back to extractive when it fails).
+    """
+    extractive = ExtractiveSummarizer()
+    kind = settings.summarizer
+    if kind == "extractive" or (kind == "auto" and (offline or settings.api_key() is None)):
+        return extractive
+    primary = OpenAISummarizer.from_settings(settings)
+    if kind == "openai":
+        return primary
+    return FallbackSummarizer(primary, extractive)
