@@ -11,6 +11,7 @@ import inspect
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -160,6 +161,179 @@ def config_show(
     for row in rows:
         table.add_row(*row)
     Console(width=max(100, Console().width)).print(table)
+
+
+devices_app = typer.Typer(help="Audio devices.", no_args_is_help=True)
+app.add_typer(devices_app, name="devices")
+
+
+@devices_app.command("list")
+def devices_list() -> None:
+    """List audio devices: index, name, channels, default rate, and the defaults."""
+    from realtime_voicebot.audio.devices import AudioUnavailableError, print_devices
+
+    try:
+        print_devices()
+    except AudioUnavailableError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("run")
+@settings_options
+def run(
+    overrides: dict[str, Any],
+    fake_server: bool = typer.Option(
+        False, "--fake-server", help="Talk to an in-process fake server: no key, no network."
+    ),
+    input_file: Path | None = typer.Option(
+        None, "--input-file", help="Stream this WAV file as the microphone, then silence."
+    ),
+    output_file: Path | None = typer.Option(
+        None, "--output-file", help="Write the assistant audio, as it would have played, here."
+    ),
+    text: bool = typer.Option(False, "--text", help="Type lines instead of speaking."),
+    max_turns: int | None = typer.Option(
+        None, "--max-turns", min=1, help="Exit after N completed assistant replies."
+    ),
+    exit_when_input_ends: bool = typer.Option(
+        False, "--exit-when-input-ends", help="Exit once the input is done and replied to."
+    ),
+    transcript: Path | None = typer.Option(
+        None, "--transcript", help="JSONL transcript file (same as --transcript-path)."
+    ),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="Start a new session seeded from a saved transcript."
+    ),
+    fake_scenario: Path | None = typer.Option(
+        None, "--fake-scenario", help="With --fake-server: a scenario file of transcripts/replies."
+    ),
+    fake_session_max_s: float | None = typer.Option(
+        None, "--fake-session-max-s", help="With --fake-server: session time limit in seconds."
+    ),
+    fake_speed: float | None = typer.Option(
+        None, "--fake-speed", help="With --fake-server: reply speed against real time."
+    ),
+) -> None:
+    """Hold a spoken conversation (or a typed one with --text)."""
+    import asyncio
+
+    from realtime_voicebot.app import RunOptions, VoiceBot
+    from realtime_voicebot.logging import configure_logging
+    from realtime_voicebot.ui import PlainView
+
+    if transcript is not None:
+        overrides["transcript_path"] = str(transcript)
+    settings = load_or_exit(overrides)
+    configure_logging(settings.log_level, settings.log_format)
+    if resume is not None and not resume.exists():
+        typer.echo(f"error: no transcript at {resume}: check the path given to --resume", err=True)
+        raise typer.Exit(2)
+    fake_config = None
+    if fake_server and (fake_scenario or fake_session_max_s or fake_speed):
+        from realtime_voicebot.fake.config import FakeServerConfig
+        from realtime_voicebot.fake.scenario import Scenario, ScenarioError
+
+        fake_config = FakeServerConfig()
+        if fake_scenario is not None:
+            try:
+                fake_config.scenario = Scenario.load(fake_scenario)
+            except (OSError, ScenarioError) as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+        if fake_session_max_s is not None:
+            fake_config.session_max_s = fake_session_max_s
+        if fake_speed is not None:
+            fake_config.speed = fake_speed
+    options = RunOptions(
+        fake_server=fake_server,
+        fake_server_config=fake_config,
+        input_file=input_file,
+        output_file=output_file,
+        text=text,
+        max_turns=max_turns,
+        exit_when_input_ends=exit_when_input_ends,
+        resume=resume,
+    )
+    if input_file is not None and not input_file.exists():
+        typer.echo(f"error: no WAV file at {input_file}", err=True)
+        raise typer.Exit(2)
+    bot = VoiceBot(settings, options, PlainView())
+    code = asyncio.run(bot.run())
+    raise typer.Exit(code)
+
+
+@app.command("fake-server")
+def fake_server_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8765, "--port", min=0, help="Port to listen on (0: any free one)."),
+    dialect: str | None = typer.Option(
+        None,
+        "--dialect",
+        metavar="ga|beta",
+        help="Force a dialect; default: beta when the client sends OpenAI-Beta: realtime=v1.",
+    ),
+    scenario: Path | None = typer.Option(
+        None, "--scenario", help="JSON or text file of user transcripts and replies."
+    ),
+    speed: float = typer.Option(
+        4.0, "--speed", min=0.0, help="Reply speed against real time (0: as fast as possible)."
+    ),
+    session_max_s: float = typer.Option(
+        3600.0, "--session-max-s", min=0.1, help="Session time limit in seconds."
+    ),
+) -> None:
+    """Run a fake Realtime server on this machine until Ctrl-C (no key, no network)."""
+    import asyncio
+    import contextlib
+    import signal
+
+    from realtime_voicebot.fake.config import FakeServerConfig
+    from realtime_voicebot.fake.scenario import Scenario, ScenarioError
+    from realtime_voicebot.fake.server import FakeRealtimeServer
+    from realtime_voicebot.logging import configure_logging
+
+    if dialect not in (None, "ga", "beta"):
+        typer.echo(f"error: --dialect must be ga or beta, not {dialect!r}", err=True)
+        raise typer.Exit(2)
+    config = FakeServerConfig(
+        host=host,
+        port=port,
+        dialect=dialect,  # type: ignore[arg-type]
+        speed=speed,
+        session_max_s=session_max_s,
+    )
+    if scenario is not None:
+        try:
+            config.scenario = Scenario.load(scenario)
+        except (OSError, ScenarioError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    configure_logging("INFO")  # session logs to stderr; stdout has the URL only
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, stop.set)
+        async with FakeRealtimeServer(config) as server:
+            typer.echo(f"Fake Realtime server listening on {server.url}")
+            typer.echo(
+                f"Point the bot at it: voicebot run --url {server.url}  (any API key works, "
+                "e.g. OPENAI_API_KEY=sk-fake). Ctrl-C stops it."
+            )
+            await stop.wait()
+        typer.echo("Fake Realtime server stopped.")
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:

@@ -1,0 +1,153 @@
+"""Running the real app against the in-process fake server, with scripted input."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from realtime_voicebot.app import RunOptions, VoiceBot
+from realtime_voicebot.config import Settings, load_settings
+from realtime_voicebot.fake.config import FakeServerConfig
+from realtime_voicebot.fake.server import FakeRealtimeServer
+from realtime_voicebot.fake.session import FakeSession
+from realtime_voicebot.fake.synth import silence, speech_like
+from realtime_voicebot.transport.events import PCM_RATE
+
+BLOCK_SAMPLES = PCM_RATE // 50  # 20 ms
+
+
+@dataclass
+class RecordingView:
+    """A ConversationView that keeps what it was shown."""
+
+    user: list[str] = field(default_factory=list)
+    assistant: list[tuple[str, str, bool]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+
+    def user_said(self, text: str) -> None:
+        self.user.append(text)
+
+    def assistant_delta(self, item_id: str, text: str) -> None:
+        return
+
+    def assistant_done(self, item_id: str, text: str, truncated: bool) -> None:
+        self.assistant.append((item_id, text, truncated))
+
+    def status(self, text: str) -> None:
+        self.statuses.append(text)
+
+    def notice(self, text: str) -> None:
+        self.notices.append(text)
+
+    def error(self, text: str) -> None:
+        self.errors.append(text)
+
+    def close(self) -> None:
+        return
+
+
+class ScriptedInput:
+    """An AudioInput the test feeds: blocks pushed with `say`/`pause` reach the app in order."""
+
+    sample_rate = PCM_RATE
+
+    def __init__(self) -> None:
+        self.level_dbfs = -90.0
+        self.dropped_blocks = 0
+        self.overflows = 0
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=100_000)
+
+    async def start(self) -> None:
+        return
+
+    async def stop(self) -> None:
+        return
+
+    def push(self, samples: np.ndarray[Any, Any]) -> None:
+        pcm = samples.astype(np.int16).tobytes()
+        step = BLOCK_SAMPLES * 2
+        for start in range(0, len(pcm), step):
+            self._queue.put_nowait(pcm[start : start + step])
+
+    def say(self, seconds: float, seed: int = 0) -> None:
+        self.push(speech_like(seconds, seed=seed))
+
+    def pause(self, seconds: float) -> None:
+        self.push(silence(seconds))
+
+    async def read(self) -> bytes:
+        return await self._queue.get()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            yield await self.read()
+
+
+def write_wav(path: Path, segments: Iterable[np.ndarray[Any, Any]], rate: int = PCM_RATE) -> Path:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        for segment in segments:
+            wav.writeframes(segment.astype(np.int16).tobytes())
+    return path
+
+
+def settings_for(server: FakeRealtimeServer, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "url": server.url,
+        "openai_api_key": "sk-test",
+        "transcript_path": str(tmp_path / "transcript.jsonl"),
+        "backoff_initial_s": "0.05",
+        "backoff_max_s": "0.2",
+        "summarizer": "extractive",
+    }
+    values.update({k: str(v) for k, v in overrides.items()})
+    return load_settings(values)
+
+
+@dataclass
+class Running:
+    bot: VoiceBot
+    server: FakeRealtimeServer
+    task: asyncio.Task[int]
+    view: RecordingView
+
+    async def finish(self, timeout_s: float = 20.0) -> int:
+        async with asyncio.timeout(timeout_s):
+            return await self.task
+
+    async def stop(self) -> int:
+        self.bot.stop()
+        return await self.finish()
+
+    async def wait_for(self, predicate: Any, timeout_s: float = 10.0) -> None:
+        await self.server.wait_for(predicate, timeout_s)
+
+    async def session(self, number: int, timeout_s: float = 10.0) -> FakeSession:
+        return await self.server.wait_for_session(number, timeout_s)
+
+
+def start_bot(
+    server: FakeRealtimeServer,
+    settings: Settings,
+    options: RunOptions,
+    **bot_kwargs: Any,
+) -> Running:
+    view = RecordingView()
+    bot = VoiceBot(settings, options, view, **bot_kwargs)
+    task = asyncio.create_task(bot.run())
+    return Running(bot, server, task, view)
+
+
+def fake_config(**kwargs: Any) -> FakeServerConfig:
+    kwargs.setdefault("speed", 20.0)
+    return FakeServerConfig(**kwargs)
