@@ -128,6 +128,8 @@ class VoiceBot:
         self._response_idle.set()
         self._speech_stopped_at: float | None = None
         self._first_delta_seen: set[str] = set()
+        self._first_delta_at: dict[str, float] = {}
+        """Arrival of each item's first audio delta, until its first sample plays."""
         self._input_done = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -210,6 +212,7 @@ class VoiceBot:
             if self.audio_out is None and self.audio_in is None:
                 self.audio_in, self.audio_out = build_audio(self.settings, self.options)
             if self.audio_out is not None:
+                self.audio_out.on_item_started = self._on_playback_started
                 await self.audio_out.start()
             if self.audio_in is not None:
                 await self.audio_in.start()
@@ -343,7 +346,17 @@ class VoiceBot:
             self.metrics.inc("barge_ins")
             self.metrics.inc("truncations")
             self.metrics.observe("barge_in_flush", time.monotonic() - started)
+            self.tasks.spawn(self._observe_silence(player, started), name="silence-watch")
             log.info("barge_in", item_id=item_id, played_ms=round(played_ms), events=len(sends))
+
+    async def _observe_silence(self, player: AudioOutput, started: float) -> None:
+        """Metric `barge_in_to_silence`: speech_started handled -> the reply's last sample
+        handed to the device (the end of the flush's fade, stamped in the device callback)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                silenced_at = await player.wait_silenced()
+                if silenced_at is not None:
+                    self.metrics.observe("barge_in_to_silence", max(0.0, silenced_at - started))
 
     def _on_speech_stopped(self, event: ServerEvent) -> None:
         if event.type is _S.SPEECH_STOPPED:
@@ -365,6 +378,9 @@ class VoiceBot:
             return
         if item_id not in self._first_delta_seen:
             self._first_delta_seen.add(item_id)
+            self._first_delta_at[item_id] = time.monotonic()
+            if len(self._first_delta_at) > 64:  # items flushed before they ever played
+                del self._first_delta_at[next(iter(self._first_delta_at))]
             if self._speech_stopped_at is not None:
                 self.metrics.observe(
                     "speech_end_to_first_delta", time.monotonic() - self._speech_stopped_at
@@ -373,6 +389,13 @@ class VoiceBot:
         if self.audio_out is not None:
             self.audio_out.write(item_id, base64.b64decode(event.get("delta") or ""))
             self.view.status("speaking")
+
+    def _on_playback_started(self, item_id: str, first_sample_at: float) -> None:
+        """Metric `first_delta_to_first_sample`: a reply's first delta arriving -> its first
+        sample handed to the device (jitter buffer plus waiting for the next device block)."""
+        arrived = self._first_delta_at.pop(item_id, None)
+        if arrived is not None:
+            self.metrics.observe("first_delta_to_first_sample", max(0.0, first_sample_at - arrived))
 
     def _on_audio_done(self, event: ServerEvent) -> None:
         if self.audio_out is not None and event.item_id is not None:
@@ -636,10 +659,15 @@ def _stdin_lines() -> asyncio.Queue[str | None]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str | None] = asyncio.Queue(256)
 
+    def put(line: str | None) -> None:
+        # Blocks this thread while the queue is full: typed lines wait, none are dropped.
+        asyncio.run_coroutine_threadsafe(queue.put(line), loop).result()
+
     def read() -> None:
-        for line in [*sys.stdin, None]:
-            # Blocks this thread while the queue is full: typed lines wait, none are dropped.
-            asyncio.run_coroutine_threadsafe(queue.put(line), loop).result()
+        with contextlib.suppress(RuntimeError):  # the loop closed: the run is over
+            for line in sys.stdin:  # one line as soon as it is typed, not at end of input
+                put(line)
+            put(None)
 
     threading.Thread(target=read, name="stdin", daemon=True).start()
     return queue
