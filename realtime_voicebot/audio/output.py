@@ -48,6 +48,7 @@ from realtime_voicebot.audio.resample import (
 log = structlog.get_logger(component="audio.output")
 
 ItemFinishedCallback = Callable[[str], None]
+ItemStartedCallback = Callable[[str, float], None]
 
 
 class PlaybackTap:
@@ -139,6 +140,7 @@ class AudioOutput(Protocol):
     sample_rate: int
     output_latency_s: float
     on_item_finished: ItemFinishedCallback | None
+    on_item_started: ItemStartedCallback | None
 
     @property
     def tap(self) -> PlaybackTap: ...
@@ -159,6 +161,7 @@ class AudioOutput(Protocol):
     def first_sample_at(self, item_id: str) -> float | None: ...
     def is_finished(self, item_id: str) -> bool: ...
     async def wait_finished(self, item_id: str) -> bool: ...
+    async def wait_silenced(self) -> float | None: ...
 
 
 class AudioPlayer:
@@ -180,6 +183,7 @@ class AudioPlayer:
         tap_ms: int = 2000,
         max_items: int = 64,
         on_item_finished: ItemFinishedCallback | None = None,
+        on_item_started: ItemStartedCallback | None = None,
     ) -> None:
         self.sample_rate = sample_rate
         self.jitter_samples = round(jitter_ms * sample_rate / 1000)
@@ -191,6 +195,9 @@ class AudioPlayer:
         self.max_items = max_items
         self.on_item_finished = on_item_finished
         """Called on the event loop with the item id when an item has played to its end."""
+        self.on_item_started = on_item_started
+        """Called on the event loop with the item id and `first_sample_at` when an item's
+        first sample has been handed to the device."""
         self._tap = PlaybackTap(sample_rate, tap_ms)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -211,6 +218,13 @@ class AudioPlayer:
         self.discarded_writes = 0
         """Writes dropped because their item was flushed, discarded or already complete."""
         self.flushes = 0
+        self.flushed_at: float | None = None
+        """`time.monotonic()` of the latest `flush`."""
+        self.silenced_at: float | None = None
+        """`time.monotonic()` when the block ending the latest flush's fade (its last non-zero
+        sample) was handed to the device; None while that block is still to come."""
+        self._silence_pending = False
+        self._silenced_event: asyncio.Event | None = None
 
     # --- loop side --------------------------------------------------------------------------
 
@@ -267,12 +281,33 @@ class AudioPlayer:
         was pending (the reply had already played to its end). Later writes of the flushed
         items are dropped and counted in `discarded_writes`.
         """
+        self._bind_running_loop()
         with self._lock:
             queued = list(self._queue)
+            self.flushed_at = time.monotonic()
+            self.silenced_at = None
+            self._silence_pending = True
+        if self._silenced_event is not None:
+            self._silenced_event.set()  # a waiter on an earlier flush: it has a newer one now
+        self._silenced_event = None
         flushed = queued[0].item_id if queued else None
         self._discard(queued)
         self.flushes += 1
         return flushed
+
+    async def wait_silenced(self) -> float | None:
+        """Wait until the latest flush's fade has been handed to the device; `silenced_at`.
+
+        None when nothing was flushed, or when a newer flush came first.
+        """
+        if self.flushed_at is None:
+            return None
+        if self.silenced_at is None:
+            event = self._silenced_event
+            if event is None:
+                event = self._silenced_event = asyncio.Event()
+            await event.wait()
+        return self.silenced_at
 
     def played_ms(self, item_id: str) -> float:
         """Milliseconds of an item handed to the device, counted in samples.
@@ -452,6 +487,8 @@ class AudioPlayer:
         frames = int(out.shape[0])
         pos = 0
         finished: list[_Item] = []
+        started: list[_Item] = []
+        silenced = False
         audible_id: str | None = None
         with self._lock:
             if self._fade_pos < self.fade_samples:
@@ -459,6 +496,11 @@ class AudioPlayer:
                 out[:take] = self._fade[self._fade_pos : self._fade_pos + take]
                 self._fade_pos += take
                 pos = take
+            if self._silence_pending and self._fade_pos >= self.fade_samples:
+                # This block holds the end of the flush's fade: the last sample of the reply.
+                self._silence_pending = False
+                self.silenced_at = time.monotonic()
+                silenced = True
             while pos < frames and self._queue:
                 item = self._queue[0]
                 if item.waiting:
@@ -471,6 +513,7 @@ class AudioPlayer:
                     self._copy_from(item, out, pos, take)
                     if item.first_sample_at is None:
                         item.first_sample_at = time.monotonic()
+                        started.append(item)
                     item.played_samples += take
                     pos += take
                     audible_id = item.item_id
@@ -494,6 +537,10 @@ class AudioPlayer:
             self._playing_item_id = audible_id
             self._last_sample = int(out[frames - 1]) if frames else self._last_sample
         self._tap.append(out)
+        for item in started:
+            self._call_on_loop(self._item_started_on_loop, item)
+        if silenced:
+            self._call_on_loop(self._silenced_on_loop)
         for item in finished:
             self._notify_finished(item)
         return active
@@ -516,11 +563,22 @@ class AudioPlayer:
                 item.head_offset += take
 
     def _notify_finished(self, item: _Item) -> None:
+        self._call_on_loop(self._item_finished_on_loop, item)
+
+    def _call_on_loop(self, callback: Callable[..., None], *args: Any) -> None:
         if self._loop is None:
-            self._item_finished_on_loop(item)
+            callback(*args)
         else:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-                self._loop.call_soon_threadsafe(self._item_finished_on_loop, item)
+                self._loop.call_soon_threadsafe(callback, *args)
+
+    def _item_started_on_loop(self, item: _Item) -> None:
+        if self.on_item_started is not None and item.first_sample_at is not None:
+            self.on_item_started(item.item_id, item.first_sample_at)
+
+    def _silenced_on_loop(self) -> None:
+        if self._silenced_event is not None and self.silenced_at is not None:
+            self._silenced_event.set()
 
     def _item_finished_on_loop(self, item: _Item) -> None:
         if item.done_event is not None:

@@ -1,0 +1,137 @@
+"""The player's timing stamps (item started, flush silenced) and the app metrics built on them:
+`first_delta_to_first_sample` and `barge_in_to_silence`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+
+from realtime_voicebot.app import RunOptions
+from realtime_voicebot.audio.output import AudioPlayer, WavFilePlayer
+from realtime_voicebot.fake.scenario import Scenario
+from realtime_voicebot.fake.server import FakeRealtimeServer
+
+from .app_harness import ScriptedInput, fake_config, settings_for, start_bot
+from .waiting import eventually
+
+RATE = 24000
+BLOCK = 480
+
+
+def tone(ms: float, amplitude: float = 12000.0) -> np.ndarray:
+    t = np.arange(round(RATE * ms / 1000)) / RATE
+    return np.rint(amplitude * np.sin(2 * np.pi * 440.0 * t)).astype(np.int16)
+
+
+def test_item_started_is_reported_once_with_the_first_sample_time() -> None:
+    started: list[tuple[str, float]] = []
+    player = AudioPlayer(jitter_ms=0, on_item_started=lambda i, t: started.append((i, t)))
+    player.write("a", tone(100).tobytes())
+    assert started == []
+    player.pull(BLOCK)
+    player.pull(BLOCK)
+    assert started == [("a", player.first_sample_at("a"))]
+
+
+def test_silenced_at_is_stamped_by_the_pull_that_ends_the_fade() -> None:
+    player = AudioPlayer(jitter_ms=0, fade_ms=5)
+    player.write("a", tone(500).tobytes())
+    player.pull(BLOCK)
+    assert player.silenced_at is None and player.flushed_at is None
+    assert player.flush() == "a"
+    assert player.flushed_at is not None
+    assert player.silenced_at is None  # the fade has not been handed to the device yet
+    block = player.pull(BLOCK)
+    assert player.silenced_at is not None and player.silenced_at >= player.flushed_at
+    fade = player.fade_samples
+    assert block[:fade].any() and not block[fade:].any()
+    stamp = player.silenced_at
+    player.pull(BLOCK)
+    assert player.silenced_at == stamp  # later blocks do not move it
+
+
+def test_fade_longer_than_a_block_is_silenced_by_the_block_holding_its_end() -> None:
+    player = AudioPlayer(jitter_ms=0, fade_ms=30)  # 720 samples: ends in the second block
+    player.write("a", tone(500).tobytes())
+    player.pull(BLOCK)
+    player.flush()
+    player.pull(BLOCK)
+    assert player.silenced_at is None
+    player.pull(BLOCK)
+    assert player.silenced_at is not None
+
+
+async def test_wait_silenced_returns_the_stamp_set_by_the_device_thread() -> None:
+    player = AudioPlayer(jitter_ms=0)
+    await player.start()
+    assert await player.wait_silenced() is None  # never flushed
+    player.write("a", tone(500).tobytes())
+    player.pull(BLOCK)
+    player.flush()
+    waiter = asyncio.create_task(player.wait_silenced())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await asyncio.to_thread(player.pull, BLOCK)
+    stamp = await asyncio.wait_for(waiter, 2)
+    assert stamp is not None and stamp == player.silenced_at
+
+
+async def test_a_newer_flush_releases_a_waiter_on_the_older_one() -> None:
+    player = AudioPlayer(jitter_ms=0)
+    await player.start()
+    player.write("a", tone(500).tobytes())
+    player.pull(BLOCK)
+    player.flush()
+    waiter = asyncio.create_task(player.wait_silenced())
+    await asyncio.sleep(0)
+    player.flush()
+    assert await asyncio.wait_for(waiter, 2) is None
+
+
+async def test_app_records_first_sample_and_silence_metrics_on_a_barge_in(
+    tmp_path: Path,
+) -> None:
+    long_reply = "A long reply that goes on and on so that the user can talk over it. " * 3
+    config = fake_config(
+        speed=1.5, scenario=Scenario(user_transcripts=["hi", "stop"], replies=[long_reply])
+    )
+    async with FakeRealtimeServer(config) as server:
+        mic = ScriptedInput()
+        player = WavFilePlayer(tmp_path / "out.wav", jitter_ms=60)
+        running = start_bot(
+            server,
+            settings_for(server, tmp_path, echo="off"),
+            RunOptions(),
+            audio_in=mic,
+            audio_out=player,
+        )
+        session = await running.session(1)
+        mic.say(0.6, seed=1)
+        mic.pause(0.7)
+        metrics = running.bot.metrics
+
+        def reply_started() -> bool:
+            return any(i.role == "assistant" for i in session.items) and bool(
+                metrics.timings.get("first_delta_to_first_sample")
+            )
+
+        await running.wait_for(reply_started)
+        # The player pulls in real time: talk over the reply once half a second of it played.
+        reply_id = next(i.id for i in session.items if i.role == "assistant")
+        await eventually(lambda: player.played_ms(reply_id) >= 500)
+        mic.say(0.6, seed=2)
+        await running.wait_for(lambda: "conversation.item.truncate" in session.received_types())
+        await eventually(lambda: bool(metrics.timings.get("barge_in_to_silence")))
+        assert await running.stop() == 0
+
+    first = metrics.timings["first_delta_to_first_sample"][0]
+    silence = metrics.timings["barge_in_to_silence"][0]
+    # Bounds that only catch a broken stamp (wrong clock, never set), not a slow machine.
+    assert 0.0 <= first < 1.0
+    assert 0.0 <= silence < 1.0
+    assert player.silenced_at is not None and player.flushed_at is not None
+    assert player.silenced_at >= player.flushed_at
+    summary = metrics.summary()["latency"]
+    assert {"first_delta_to_first_sample", "barge_in_to_silence"} <= set(summary)
