@@ -465,6 +465,8 @@ class VoiceBot:
             self.state.reset_for_new_session()
             assert self.runner is not None
             self.runner.on_new_session()
+            if self.tools is not None:  # calls of the dead session: never answered there
+                self.tools.reset()
             if self.audio_out is not None:
                 self.audio_out.flush()
             self.user_speaking = False

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from realtime_voicebot.fake import session_config
 from realtime_voicebot.fake.conversation import ContentPart, Item, TokenCount
 from realtime_voicebot.fake.errors import SessionEnded
-from realtime_voicebot.fake.scenario import ToolCall
+from realtime_voicebot.fake.scenario import Reply, ToolCall, reply_calls
 from realtime_voicebot.fake.synth import speech_like, to_pcm16
 from realtime_voicebot.transport.events import PCM_BYTES_PER_MS, PCM_RATE, ServerEventType
 
@@ -38,7 +38,7 @@ class ResponseRun:
         *,
         session: FakeSession,
         response_id: str,
-        reply: str | ToolCall,
+        reply: Reply,
         modalities: list[str],
         in_conversation: bool,
         input_tokens: TokenCount,
@@ -58,6 +58,9 @@ class ResponseRun:
         self.status = "in_progress"
         self.cancel_reason: str | None = None
         self.item: Item | None = None
+        """The latest output item (the only one unless the reply is several calls)."""
+        self.items: list[Item] = []
+        """Every output item, in output_index order."""
         self.audio_ms_sent = 0.0
         self.text_sent = ""
         self.usage: JSON | None = None
@@ -72,8 +75,12 @@ class ResponseRun:
 
     @property
     def reply_text(self) -> str:
-        """The full reply text (or the call's JSON arguments), sent or not."""
-        return self.reply.arguments_json if isinstance(self.reply, ToolCall) else self.reply
+        """The full reply text (or the calls' JSON arguments), sent or not."""
+        calls = reply_calls(self.reply)
+        if calls:
+            return "".join(call.arguments_json for call in calls)
+        assert isinstance(self.reply, str)
+        return self.reply
 
     async def cancel(self, reason: str) -> None:
         """Stop streaming and wait until ``response.done`` (cancelled) has been sent."""
@@ -107,12 +114,16 @@ class ResponseRun:
         try:
             await self._wait(session.faults.response_delay_s)
             self._clock = asyncio.get_running_loop().time()
+            calls = reply_calls(self.reply)
             if not self.cancelled:
-                if isinstance(self.reply, ToolCall):
-                    await self._call(self.reply)
-                elif "audio" in self.modalities:
+                if calls:
+                    for index, call in enumerate(calls):
+                        await self._call(call, index)
+                        if self.cancelled:
+                            break
+                elif isinstance(self.reply, str) and "audio" in self.modalities:
                     await self._speak(self.reply)
-                else:
+                elif isinstance(self.reply, str):
                     await self._write(self.reply)
             await self._finish()
         except SessionEnded:
@@ -121,11 +132,15 @@ class ResponseRun:
             if session.active_response is self:
                 session.active_response = None
 
-    async def _open_item(self, item: Item) -> None:
+    async def _open_item(self, item: Item, output_index: int = 0) -> None:
         session = self.session
         self.item = item
+        self.items.append(item)
         await session.emit(
-            S.OUTPUT_ITEM_ADDED, response_id=self.id, output_index=0, item=item.to_wire()
+            S.OUTPUT_ITEM_ADDED,
+            response_id=self.id,
+            output_index=output_index,
+            item=item.to_wire(),
         )
         if self.in_conversation:
             previous = session.conversation.insert(item)
@@ -198,7 +213,7 @@ class ResponseRun:
             self.text_sent += delta
             part.text = self.text_sent
 
-    async def _call(self, call: ToolCall) -> None:
+    async def _call(self, call: ToolCall, output_index: int = 0) -> None:
         session = self.session
         item = Item(
             session.ids.new("item"),
@@ -208,7 +223,7 @@ class ResponseRun:
             name=call.name,
             arguments="",
         )
-        await self._open_item(item)
+        await self._open_item(item, output_index)
         arguments = call.arguments_json
         for offset in range(0, len(arguments), ARGUMENT_DELTA_CHARS):
             await self._pace(0.0)
@@ -219,17 +234,17 @@ class ResponseRun:
                 S.FUNCTION_ARGUMENTS_DELTA,
                 response_id=self.id,
                 item_id=item.id,
-                output_index=0,
+                output_index=output_index,
                 call_id=item.call_id,
                 delta=delta,
             )
             self.text_sent += delta
-            item.arguments = self.text_sent
+            item.arguments = (item.arguments or "") + delta
         await session.emit(
             S.FUNCTION_ARGUMENTS_DONE,
             response_id=self.id,
             item_id=item.id,
-            output_index=0,
+            output_index=output_index,
             call_id=item.call_id,
             name=call.name,
             arguments=arguments,
@@ -259,15 +274,20 @@ class ResponseRun:
                     **self._where(item),
                     part={"type": "text", "text": part.text or ""},
                 )
-            item.status = "incomplete" if self.cancelled else "completed"
+        for output_index, done in enumerate(self.items):
+            if done.status == "in_progress":
+                done.status = "incomplete" if self.cancelled else "completed"
             await session.emit(
-                S.OUTPUT_ITEM_DONE, response_id=self.id, output_index=0, item=item.to_wire()
+                S.OUTPUT_ITEM_DONE,
+                response_id=self.id,
+                output_index=output_index,
+                item=done.to_wire(),
             )
             conversation = session.conversation
-            if self.in_conversation and conversation.contains(item.id):
-                index = conversation.ids.index(item.id)
+            if self.in_conversation and conversation.contains(done.id):
+                index = conversation.ids.index(done.id)
                 previous = conversation.items[index - 1].id if index else None
-                await session.emit(S.ITEM_DONE, previous_item_id=previous, item=item.to_wire())
+                await session.emit(S.ITEM_DONE, previous_item_id=previous, item=done.to_wire())
         self.status = "cancelled" if self.cancelled else "completed"
         self.usage = self._usage()
         session.active_response = None
@@ -315,7 +335,7 @@ class ResponseRun:
             "id": self.id,
             "status": self.status,
             "status_details": details,
-            "output": [self.item.to_wire()] if self.item is not None else [],
+            "output": [item.to_wire() for item in self.items],
             "conversation_id": session.conversation_id if self.in_conversation else None,
             "max_output_tokens": "inf",
             "usage": self.usage,

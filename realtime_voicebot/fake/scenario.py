@@ -5,6 +5,9 @@ A scenario is JSON::
     {"user_transcripts": ["Hi there.", "Book a table for two."],
      "replies": ["Hello!", {"tool_call": {"name": "book", "arguments": {"people": 2}}}, "Done."]}
 
+A reply ``{"tool_calls": [{"name": ..., "arguments": {...}}, ...]}`` (a tuple of `ToolCall` in
+Python) is one response holding several function calls, as the service sends parallel calls.
+
 or plain text, one line each, ``#`` for comments::
 
     user: Hi there.
@@ -42,21 +45,39 @@ class ToolCall:
         return json.dumps(self.arguments, separators=(",", ":"), ensure_ascii=False)
 
 
-Reply = str | ToolCall
+Reply = str | ToolCall | tuple[ToolCall, ...]
+"""Speech (or text), one function call, or several calls in one response."""
+
+
+def reply_calls(reply: Reply) -> tuple[ToolCall, ...]:
+    """The function calls of a reply; () for speech."""
+    if isinstance(reply, ToolCall):
+        return (reply,)
+    return reply if isinstance(reply, tuple) else ()
+
+
+def _call_from(call: Any, where: str) -> ToolCall:
+    if not isinstance(call, dict):
+        raise ScenarioError(f"{where}: a tool call must be an object")
+    name, arguments = call.get("name"), call.get("arguments", {})
+    if not isinstance(name, str) or not name:
+        raise ScenarioError(f"{where}: tool_call.name must be a non-empty string")
+    if not isinstance(arguments, dict):
+        raise ScenarioError(f"{where}: tool_call.arguments must be an object")
+    return ToolCall(name, arguments)
 
 
 def _reply_from(value: Any, where: str) -> Reply:
     if isinstance(value, str):
         return value
     if isinstance(value, dict) and isinstance(value.get("tool_call"), dict):
-        call = value["tool_call"]
-        name, arguments = call.get("name"), call.get("arguments", {})
-        if not isinstance(name, str) or not name:
-            raise ScenarioError(f"{where}: tool_call.name must be a non-empty string")
-        if not isinstance(arguments, dict):
-            raise ScenarioError(f"{where}: tool_call.arguments must be an object")
-        return ToolCall(name, arguments)
-    raise ScenarioError(f'{where}: expected a string or {{"tool_call": {{...}}}}')
+        return _call_from(value["tool_call"], where)
+    calls = value.get("tool_calls") if isinstance(value, dict) else None
+    if isinstance(calls, list) and calls:
+        return tuple(_call_from(call, f"{where}.tool_calls[{i}]") for i, call in enumerate(calls))
+    raise ScenarioError(
+        f'{where}: expected a string, {{"tool_call": {{...}}}} or {{"tool_calls": [...]}}'
+    )
 
 
 @dataclass

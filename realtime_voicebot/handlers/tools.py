@@ -549,14 +549,37 @@ class ToolCallHandler:
         except Exception:
             log.exception("tool_outputs_not_sent", response_id=batch.response_id)
         finally:
-            self._batches.pop(batch.response_id, None)
-            for call_id in batch.calls:
-                self._calls.pop(call_id, None)
+            if self._batches.get(batch.response_id) is batch:
+                del self._batches[batch.response_id]
+            for call_id, call in batch.calls.items():
+                if self._calls.get(call_id) is call:
+                    del self._calls[call_id]
 
     async def join(self) -> None:
         """Wait until every response seen so far is answered or dropped."""
         finishers = [b.finisher for b in self._batches.values() if b.finisher is not None]
         await asyncio.gather(*finishers, return_exceptions=True)
+
+    def reset(self) -> int:
+        """A new session: forget every call of the old one; returns how many were dropped.
+
+        The dead session will never send their ``response.done``, and the new one does not
+        know their ``call_id``: their tools are cancelled and nothing is sent for them.
+        Later events are handled as usual (unlike `aclose`).
+        """
+        dropped = len(self._calls)
+        for batch in list(self._batches.values()):
+            for call in batch.calls.values():
+                if call.task is not None:
+                    call.task.cancel()
+            if batch.finisher is not None:
+                batch.finisher.cancel()
+        self._batches.clear()
+        self._calls.clear()
+        if dropped:
+            self.stats.dropped += dropped
+            log.info("tool_calls_dropped_on_new_session", calls=dropped)
+        return dropped
 
     async def aclose(self) -> None:
         """Cancel running tools and pending answers; later events are ignored."""
