@@ -2,16 +2,22 @@
 
 Console output for people on a TTY, JSON lines for machines (``--log-format json`` or when
 stderr is not a terminal with ``auto``). Logs go to stderr so stdout stays the conversation.
+Every line is redacted (`realtime_voicebot.redact`): event fields, exception tracebacks and
+stdlib log records alike; this is not optional.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+from structlog.typing import ExceptionRenderer, ExcInfo
+
+from realtime_voicebot.redact import redact, redact_processor
 
 Processor = Callable[[Any, str, MutableMapping[str, Any]], Any]
 _extra_processors: list[Processor] = []
@@ -31,7 +37,11 @@ def configure_logging(
     renderer: Processor = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=out.isatty(),
+            # Locals in a traceback can hold secrets; what is left is redacted as well.
+            exception_formatter=_redacted(structlog.dev.RichTracebackFormatter(show_locals=False)),
+        )
     )
     numeric = logging.getLevelName(level.upper())
     processors: list[Any] = [
@@ -40,6 +50,7 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info if use_json else _noop,
         *_extra_processors,
+        redact_processor,  # last before rendering: nothing added later escapes it
         renderer,
     ]
     structlog.configure(
@@ -48,9 +59,27 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=numeric, stream=out, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=numeric, handlers=[handler])
     for noisy in ("websockets", "httpx", "httpcore", "openai"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Stdlib records (websockets, httpx, openai) are redacted like structlog events."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def _redacted(formatter: ExceptionRenderer) -> ExceptionRenderer:
+    def render(sio: TextIO, exc_info: ExcInfo) -> None:
+        buffer = io.StringIO()
+        formatter(buffer, exc_info)
+        sio.write(redact(buffer.getvalue()))
+
+    return render
 
 
 def _noop(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
