@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import statistics
 import subprocess
 import sys
 import time
+
+from common import Figure, bench_main, median
 
 
 def measure(runs: int) -> list[float]:
@@ -22,16 +22,20 @@ def measure(runs: int) -> list[float]:
     return times
 
 
+def figures(quick: bool) -> list[Figure]:
+    times = measure(5 if quick else 15)
+    return [
+        Figure(
+            "`voicebot --help` wall time (median)",
+            f"{median(times):.3f} s",
+            target="< 0.300 s",
+            note=f"{len(times)} runs, min {min(times):.3f} s, max {max(times):.3f} s",
+        )
+    ]
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=15)
-    args = parser.parse_args()
-    times = measure(args.runs)
-    median = statistics.median(times)
-    print(
-        f"voicebot --help wall time: median {median:.3f} s, min {min(times):.3f} s, "
-        f"max {max(times):.3f} s over {len(times)} runs (target < 0.300 s)"
-    )
+    bench_main("CLI start-up", figures, __doc__)
 
 
 if __name__ == "__main__":
