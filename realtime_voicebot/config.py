@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -31,7 +32,8 @@ EchoMode = Literal["off", "gate", "aec"]
 LogFormat = Literal["auto", "console", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 SummarizerKind = Literal["auto", "openai", "extractive"]
-ServerTruncation = Literal["auto", "disabled"]
+ServerTruncation = str
+"""``auto``, ``disabled`` or ``retention_ratio:<0..1>`` (checked by `parse_server_truncation`)."""
 TOOL_NAMES = ("current_time", "http_get")
 """Built-in tools (a str list, not a Literal, keeps the CLI help narrow)."""
 
@@ -111,7 +113,8 @@ class Settings(BaseSettings):
     )
     server_truncation: ServerTruncation = Field(
         "auto",
-        description="GA session truncation, a safety net behind compaction: auto or disabled.",
+        description="GA session truncation, a safety net behind compaction: auto, disabled, "
+        "or retention_ratio:R (keep R of the limit when over it, 0 to 1; GA only).",
     )
     max_output_tokens: int | None = Field(
         None, gt=0, description="Cap on tokens of one reply (unset: the service default)."
@@ -188,6 +191,18 @@ class Settings(BaseSettings):
     )
     metrics_file: Path | None = Field(None, description="Write the session summary here as JSON.")
 
+    # --- cost: USD per million tokens (gpt-realtime list prices) ---------------------------
+    price_text_input: float = Field(4.00, ge=0, description="USD per 1M text input tokens.")
+    price_text_cached_input: float = Field(
+        0.40, ge=0, description="USD per 1M cached text input tokens."
+    )
+    price_text_output: float = Field(16.00, ge=0, description="USD per 1M text output tokens.")
+    price_audio_input: float = Field(32.00, ge=0, description="USD per 1M audio input tokens.")
+    price_audio_cached_input: float = Field(
+        0.40, ge=0, description="USD per 1M cached audio input tokens."
+    )
+    price_audio_output: float = Field(64.00, ge=0, description="USD per 1M audio output tokens.")
+
     # --- tools -----------------------------------------------------------------------------
     tools: Annotated[list[str], NoDecode] = Field(
         [],
@@ -233,6 +248,17 @@ class Settings(BaseSettings):
             normalised.append(host.strip().lower().rstrip("."))
         return normalised
 
+    @field_validator("server_truncation", mode="after")
+    @classmethod
+    def _check_server_truncation(cls, value: str, info: ValidationInfo) -> str:
+        ratio = parse_server_truncation(value)
+        if ratio is not None and info.data.get("dialect") == "beta":
+            raise ValueError(
+                "retention_ratio needs the GA dialect (beta sessions have no truncation "
+                "setting); use --dialect ga or server truncation auto"
+            )
+        return value.strip().lower() if ratio is None else f"retention_ratio:{ratio:g}"
+
     @model_validator(mode="before")
     @classmethod
     def _upper_log_level(cls, data: Any) -> Any:
@@ -251,6 +277,24 @@ class Settings(BaseSettings):
     def api_key(self) -> SecretStr | None:
         """The key for the configured provider."""
         return self.azure_openai_api_key if self.provider == "azure" else self.openai_api_key
+
+
+def parse_server_truncation(value: str) -> float | None:
+    """The retention ratio of ``retention_ratio:R``, None for ``auto``/``disabled``.
+
+    Raises ValueError for anything else, or a ratio outside 0..1.
+    """
+    text = value.strip().lower()
+    if text in ("auto", "disabled"):
+        return None
+    kind, _, number = text.partition(":")
+    try:
+        ratio = float(number)
+    except ValueError:
+        ratio = -1.0
+    if kind != "retention_ratio" or not 0.0 <= ratio <= 1.0:
+        raise ValueError("expected auto, disabled or retention_ratio:R with R from 0 to 1")
+    return ratio
 
 
 SECRET_FIELDS = frozenset(

@@ -30,6 +30,8 @@ class FakeChatServer:
 
     config: FakeChatConfig = field(default_factory=FakeChatConfig)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    request_times: list[float] = field(default_factory=list)
+    """`time.monotonic()` at which each request's body had arrived (benchmarks time stalls)."""
     _server: ThreadingHTTPServer | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -46,6 +48,7 @@ class FakeChatServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
+                fake.request_times.append(time.monotonic())
                 fake.requests.append(body)
                 if fake.config.mode == "hang":
                     fake._stopped.wait(60)

@@ -30,6 +30,13 @@ class Faults:
     unknown_event_type: str = "response.fake_unknown_event"
     response_delay_s: float = 0.0
     """Time between ``response.created`` and the first output (cancellable)."""
+    drop_on_client_event: str | None = None
+    """Drop the connection when a client event of this type arrives, before handling it
+    (e.g. ``conversation.item.delete``: a connection lost in the middle of a compaction)."""
+    reject_deletes: int = 0
+    """Reject the next N ``conversation.item.delete`` of an item the server holds with an
+    ``error`` (``server_error``) carrying the request's ``event_id``; the item stays. Counts
+    down across sessions (``repeat`` does not apply)."""
     repeat: bool = False
 
 
@@ -58,3 +65,7 @@ class FakeServerConfig:
     """Send ``rate_limits.updated`` after each ``response.done``, as the service does."""
     record_audio: bool = False
     """Keep base64 audio in `FakeSession.received`/``sent``; by default a size placeholder."""
+    context_window_tokens: int = 32_000
+    """The model's context window (gpt-realtime: 32k). A response may read this minus its
+    output reserve (the session's ``max_output_tokens``, 4,096 when ``inf``); beyond that the
+    session's ``truncation`` applies (see `FakeSession.truncate_for_response`)."""

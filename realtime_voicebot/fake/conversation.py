@@ -220,6 +220,19 @@ class Conversation:
     def delete(self, item_id: str) -> Item:
         return self.items.pop(self._index(item_id, "deleting"))
 
+    def drop_oldest(self, rates: TokenRates, keep_tokens: int) -> list[str]:
+        """Drop items from the start until the rest holds at most ``keep_tokens``; their ids.
+
+        The newest item always stays (a response needs something to answer).
+        """
+        used = self.tokens(rates).total
+        dropped: list[str] = []
+        while len(self.items) > 1 and used > keep_tokens:
+            item = self.items.pop(0)
+            used -= item.tokens(rates).total
+            dropped.append(item.id)
+        return dropped
+
     def truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> Item:
         """Cut an assistant audio part to ``audio_end_ms``; its transcript shrinks in proportion."""
         item = self.get(item_id, "truncating")

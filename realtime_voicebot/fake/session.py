@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ S = ServerEventType
 C = ClientEventType
 SAMPLES_PER_MS = PCM_RATE // 1000
 MIN_COMMIT_MS = 100
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+"""The error code when truncation is disabled and the input is over the limit (modelled on
+the Chat Completions code; the Realtime service's exact wording is not documented)."""
 
 log = structlog.get_logger(component="fake_server")
 
@@ -134,6 +138,8 @@ class FakeSession:
         self.sent: list[JSON] = []
         """Every server event sent, in order (base64 audio replaced by its size)."""
         self.faults_fired: list[str] = []
+        self.truncated_ids: list[str] = []
+        """Items the session's ``truncation`` dropped, oldest first."""
         self.events_counted = 0
         """Server events sent, injected ones excluded: what ``Faults.*_after_events`` count."""
         self.responses: list[ResponseRun] = []
@@ -394,6 +400,12 @@ class FakeSession:
             return
         self.received.append(_record(data, self.config.record_audio, "audio"))
         await self.notify()
+        if self.faults.drop_on_client_event is not None and (
+            data.get("type") == self.faults.drop_on_client_event
+        ):
+            self._consume("drop_on_client_event")
+            self.drop()
+            return
         event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
         try:
             handler = self._handler_for(data.get("type"))
@@ -569,7 +581,18 @@ class FakeSession:
         await self._announce_item(item, previous)
 
     async def _on_item_delete(self, data: JSON) -> None:
-        item = self.conversation.delete(require_str(data, "item_id"))
+        item_id = require_str(data, "item_id")
+        self.conversation.get(item_id, "deleting")
+        if self.faults.reject_deletes > 0:
+            self.faults.reject_deletes -= 1
+            self.faults_fired.append("reject_deletes")
+            raise RequestError(
+                ErrorCode.SERVER_ERROR,
+                "The server had an error while processing your request.",
+                None,
+                "server_error",
+            )
+        item = self.conversation.delete(item_id)
         await self.emit(S.ITEM_DELETED, item_id=item.id)
 
     async def _on_item_retrieve(self, data: JSON) -> None:
@@ -635,6 +658,46 @@ class FakeSession:
                 count += tokens
         return blocks, count
 
+    def truncate_for_response(self, request: JSON) -> list[str]:
+        """Apply the session's ``truncation`` before a response reads the conversation.
+
+        The input limit is the context window minus the output reserve; the conversation
+        may hold that limit minus the instructions and tools. Over it, ``auto`` drops the
+        oldest items just enough to fit; ``retention_ratio`` r drops the oldest until the
+        conversation holds r x its limit (``token_limits.post_instructions`` when smaller),
+        so that the next truncations come later; ``disabled`` refuses the response
+        (``context_length_exceeded``). Dropped items leave the conversation without
+        ``conversation.item.deleted`` (the client never asked for it); their ids are
+        appended to `truncated_ids`.
+        """
+        rates = self.config.rates
+        preamble = self._prompt(request, [])[1].total
+        input_limit = self.config.context_window_tokens - session_config.output_reserve(
+            self.session, self.dialect
+        )
+        limit = max(0, input_limit - preamble)
+        target = limit
+        strategy = session_config.truncation(self.session)
+        if isinstance(strategy, dict):
+            limits = strategy.get("token_limits") or {}
+            post = limits.get("post_instructions")
+            if isinstance(post, int):
+                limit = min(limit, post)
+            target = math.floor(limit * float(strategy.get("retention_ratio", 1.0)))
+        used = self.conversation.tokens(rates).total
+        if used <= limit:
+            return []
+        if strategy == "disabled":
+            raise RequestError(
+                CONTEXT_LENGTH_EXCEEDED,
+                f"The conversation holds {used + preamble} input tokens, more than the model's "
+                f"input token limit of {input_limit}, and truncation is disabled.",
+            )
+        dropped = self.conversation.drop_oldest(rates, target)
+        self.truncated_ids.extend(dropped)
+        log.debug("truncated", strategy=strategy, dropped=len(dropped), tokens_before=used)
+        return dropped
+
     def _request_input(self, request: JSON) -> list[Item] | None:
         """The items of a response's own ``input``, or None: the conversation is the input."""
         raw = request.get("input")
@@ -686,6 +749,8 @@ class FakeSession:
         conversation = request.get("conversation", "auto")
         in_conversation = conversation != "none"
         source = self._request_input(request)
+        if source is None:
+            self.truncate_for_response(request)
         blocks, window = self._prompt(request, source)
         cached = cached_tokens(self._previous_prompt, blocks)
         self._previous_prompt = blocks

@@ -176,6 +176,24 @@ def instructions(session: JSON) -> str:
     return value if isinstance(value, str) else ""
 
 
+DEFAULT_OUTPUT_RESERVE = 4096
+"""Tokens a response keeps for its output when ``max_output_tokens`` is ``inf``."""
+
+
+def truncation(session: JSON) -> str | JSON:
+    """``auto``, ``disabled`` or the retention_ratio object (a beta session: ``auto``)."""
+    value = session.get("truncation", "auto")
+    return value if value == "disabled" or isinstance(value, dict) else "auto"
+
+
+def output_reserve(session: JSON, dialect: Dialect) -> int:
+    """The output tokens a response may produce, kept out of its input budget."""
+    value = session.get("max_output_tokens" if dialect == "ga" else "max_response_output_tokens")
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return DEFAULT_OUTPUT_RESERVE
+
+
 # --- validating and merging ------------------------------------------------------------------
 
 
@@ -265,6 +283,30 @@ def _check_voice_change(old: str, new: Any, locked: bool, param: str) -> None:
         )
 
 
+def _check_truncation(value: Any) -> None:
+    if value in ("auto", "disabled"):
+        return
+    if not isinstance(value, dict) or value.get("type") != "retention_ratio":
+        raise _invalid("session.truncation", "truncation must be 'auto', 'disabled' or an object.")
+    ratio = value.get("retention_ratio")
+    if not isinstance(ratio, int | float) or isinstance(ratio, bool) or not 0.0 <= ratio <= 1.0:
+        raise _invalid(
+            "session.truncation.retention_ratio",
+            "retention_ratio must be a number from 0.0 to 1.0.",
+        )
+    limits = value.get("token_limits")
+    if limits is None:
+        return
+    post = limits.get("post_instructions") if isinstance(limits, dict) else None
+    if not isinstance(limits, dict) or (
+        post is not None and (not isinstance(post, int) or isinstance(post, bool) or post <= 0)
+    ):
+        raise _invalid(
+            "session.truncation.token_limits.post_instructions",
+            "post_instructions must be a positive integer.",
+        )
+
+
 def _apply_ga(session: JSON, update: JSON, voice_locked: bool) -> None:
     if "type" not in update:
         raise RequestError(
@@ -290,12 +332,7 @@ def _apply_ga(session: JSON, update: JSON, voice_locked: bool) -> None:
         )
     if "max_output_tokens" in update:
         _check_max_tokens(update["max_output_tokens"], "session.max_output_tokens")
-    truncation = update.get("truncation", "auto")
-    if not (
-        truncation in ("auto", "disabled")
-        or (isinstance(truncation, dict) and truncation.get("type") == "retention_ratio")
-    ):
-        raise _invalid("session.truncation", "truncation must be 'auto', 'disabled' or an object.")
+    _check_truncation(update.get("truncation", "auto"))
     audio = update.get("audio")
     if audio is not None and not isinstance(audio, dict):
         raise _invalid("session.audio", "Invalid type for 'session.audio': expected an object.")

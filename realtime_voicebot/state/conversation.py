@@ -166,7 +166,8 @@ class Usage:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    """A count from the wire: a non-negative int, else 0 (counts are never negative)."""
+    return max(0, value) if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _dict(value: Any) -> JSON:

@@ -229,7 +229,7 @@ class EventParser:
     def parse(self, frame: str | bytes) -> ServerEvent | None:
         try:
             data = json.loads(frame)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             self.stats.malformed_json += 1
             log.debug("frame_dropped", reason="malformed_json", size=len(frame))
             return None
@@ -310,6 +310,17 @@ def turn_detection(settings: Settings) -> JSON:
     }
 
 
+def truncation_config(value: str) -> str | JSON:
+    """GA ``session.truncation`` from the setting: ``auto``, ``disabled`` or the
+    ``retention_ratio`` object for ``retention_ratio:R``."""
+    from realtime_voicebot.config import parse_server_truncation
+
+    ratio = parse_server_truncation(value)
+    if ratio is None:
+        return value.strip().lower()
+    return {"type": "retention_ratio", "retention_ratio": ratio}
+
+
 def session_config(
     settings: Settings,
     dialect: Dialect,
@@ -337,7 +348,7 @@ def session_config(
                     "voice": settings.voice,
                 },
             },
-            "truncation": settings.server_truncation,
+            "truncation": truncation_config(settings.server_truncation),
         }
         if settings.max_output_tokens is not None:
             session["max_output_tokens"] = settings.max_output_tokens
