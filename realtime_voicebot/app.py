@@ -34,7 +34,14 @@ from realtime_voicebot.config import Settings
 from realtime_voicebot.handlers.compaction import CompactionRunner
 from realtime_voicebot.handlers.dispatcher import BackgroundTasks, Dispatcher
 from realtime_voicebot.handlers.tools import ToolCallHandler, build_registry
-from realtime_voicebot.metrics import Metrics
+from realtime_voicebot.metrics import (
+    BARGE_IN_FLUSH,
+    BARGE_IN_TO_SILENCE,
+    FIRST_DELTA_TO_FIRST_SAMPLE,
+    SPEECH_END_TO_FIRST_DELTA,
+    Metrics,
+    Prices,
+)
 from realtime_voicebot.state.conversation import ConversationState
 from realtime_voicebot.state.policy import CompactionPolicy
 from realtime_voicebot.summarization import build_summarizer
@@ -60,6 +67,8 @@ log = structlog.get_logger(component="app")
 _S = ServerEventType
 OUTBOX_LIMIT = 4096
 QUIET_AFTER_INPUT_S = 1.5
+LEVEL_INTERVAL_S = 0.1
+"""How often the microphone level is passed to the view."""
 EXPECTED_ERRORS = frozenset({ErrorCode.RESPONSE_CANCEL_NOT_ACTIVE, ErrorCode.SESSION_EXPIRED})
 
 
@@ -77,7 +86,8 @@ class RunOptions:
     output_file: Path | None = None
     text: bool = False
     text_lines: asyncio.Queue[str | None] | None = None
-    """Typed lines (None = end of input); stdin when not given in text mode."""
+    """Typed lines (None = end of input); stdin when not given in text mode, or in voice
+    mode when stdin is a terminal."""
     max_turns: int | None = None
     exit_when_input_ends: bool = False
     resume: Path | None = None
@@ -105,6 +115,8 @@ class VoiceBot:
         self.view = view
         self.dialect: ev.Dialect = settings.dialect
         self.metrics = Metrics()
+        self.prices = Prices.from_settings(settings)
+        self.sessions_started = 0
         self.audio_in = audio_in
         self.audio_out = audio_out
         self._summarizer = summarizer
@@ -131,6 +143,8 @@ class VoiceBot:
         self._first_delta_at: dict[str, float] = {}
         """Arrival of each item's first audio delta, until its first sample plays."""
         self._input_done = asyncio.Event()
+        self._device_failure: str | None = None
+        """The one-line message of the audio device that failed mid-run, if one did."""
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -213,6 +227,7 @@ class VoiceBot:
                 self.audio_in, self.audio_out = build_audio(self.settings, self.options)
             if self.audio_out is not None:
                 self.audio_out.on_item_started = self._on_playback_started
+                self.audio_out.on_device_error = self._on_speaker_error
                 await self.audio_out.start()
             if self.audio_in is not None:
                 await self.audio_in.start()
@@ -261,7 +276,8 @@ class VoiceBot:
         ]
         if self.audio_in is not None:
             workers.append(asyncio.create_task(self._pump_audio(self.audio_in), name="audio-in"))
-        if self.options.text:
+        if self.options.text or self.options.text_lines is not None or _stdin_is_terminal():
+            # Typed lines are text turns in voice mode too: usable without a microphone.
             workers.append(asyncio.create_task(self._pump_text(), name="text-in"))
         stop_task = asyncio.create_task(self._stop.wait(), name="stop")
         try:
@@ -300,7 +316,11 @@ class VoiceBot:
             await self.transcript.aclose()
         if self.fake_server is not None:
             await self.fake_server.stop()
-        self._record_final_metrics()
+        summary = self._record_final_metrics()
+        if self.settings.metrics_file is not None:
+            await self._write_metrics_file(self.settings.metrics_file, summary)
+        if self.sessions_started:
+            self.view.summary(summary)
         self.view.close()
 
     # --- handlers ----------------------------------------------------------------------------
@@ -345,9 +365,18 @@ class VoiceBot:
         if sends:
             self.metrics.inc("barge_ins")
             self.metrics.inc("truncations")
-            self.metrics.observe("barge_in_flush", time.monotonic() - started)
+            self._observe(BARGE_IN_FLUSH, time.monotonic() - started)
             self.tasks.spawn(self._observe_silence(player, started), name="silence-watch")
-            log.info("barge_in", item_id=item_id, played_ms=round(played_ms), events=len(sends))
+            log.info(
+                "barge_in",
+                event_type=event.type.value,
+                item_id=item_id,
+                response_id=self.state.items[item_id].response_id
+                if item_id in self.state.items
+                else None,
+                played_ms=round(played_ms),
+                events=len(sends),
+            )
 
     async def _observe_silence(self, player: AudioOutput, started: float) -> None:
         """Metric `barge_in_to_silence`: speech_started handled -> the reply's last sample
@@ -356,7 +385,7 @@ class VoiceBot:
             async with asyncio.timeout(2.0):
                 silenced_at = await player.wait_silenced()
                 if silenced_at is not None:
-                    self.metrics.observe("barge_in_to_silence", max(0.0, silenced_at - started))
+                    self._observe(BARGE_IN_TO_SILENCE, max(0.0, silenced_at - started))
 
     def _on_speech_stopped(self, event: ServerEvent) -> None:
         if event.type is _S.SPEECH_STOPPED:
@@ -382,12 +411,14 @@ class VoiceBot:
             if len(self._first_delta_at) > 64:  # items flushed before they ever played
                 del self._first_delta_at[next(iter(self._first_delta_at))]
             if self._speech_stopped_at is not None:
-                self.metrics.observe(
-                    "speech_end_to_first_delta", time.monotonic() - self._speech_stopped_at
-                )
+                self._observe(SPEECH_END_TO_FIRST_DELTA, time.monotonic() - self._speech_stopped_at)
                 self._speech_stopped_at = None
         if self.audio_out is not None:
-            self.audio_out.write(item_id, base64.b64decode(event.get("delta") or ""))
+            try:
+                self.audio_out.write(item_id, base64.b64decode(event.get("delta") or ""))
+            except Exception as exc:  # PortAudioError, OSError: the device is gone
+                self._device_failed("Speaker", exc)
+                return
             self.view.status("speaking")
 
     def _on_playback_started(self, item_id: str, first_sample_at: float) -> None:
@@ -395,7 +426,7 @@ class VoiceBot:
         sample handed to the device (jitter buffer plus waiting for the next device block)."""
         arrived = self._first_delta_at.pop(item_id, None)
         if arrived is not None:
-            self.metrics.observe("first_delta_to_first_sample", max(0.0, first_sample_at - arrived))
+            self._observe(FIRST_DELTA_TO_FIRST_SAMPLE, max(0.0, first_sample_at - arrived))
 
     def _on_audio_done(self, event: ServerEvent) -> None:
         if self.audio_out is not None and event.item_id is not None:
@@ -411,6 +442,7 @@ class VoiceBot:
     def _on_response_done(self, event: ServerEvent) -> None:
         response = event.get("response") or {}
         status = response.get("status")
+        replies: list[tuple[str, str, bool]] = []
         for output in response.get("output") or []:
             if not isinstance(output, dict) or output.get("type") != "message":
                 continue
@@ -421,15 +453,38 @@ class VoiceBot:
                 self.audio_out.end_item(item_id)
             item = self.state.items.get(item_id)
             if item is not None and item.role == "assistant":
-                self.view.assistant_done(item_id, item.spoken_text, item.truncated)
+                replies.append((item_id, item.spoken_text, item.truncated))
+                self.metrics.inc("assistant_turns")
                 if status == "completed":
                     self.completed_replies += 1
         self.metrics.inc(f"responses_{status or 'unknown'}")
-        self._cost(response.get("usage") or {})
+        usage = response.get("usage")
+        if isinstance(usage, dict):
+            self.metrics.add_usage(usage, self.prices)
+        # State first, display last: a view that fails must not stall typing or compaction.
         self._response_idle.set()
-        self.view.status("listening")
         assert self.runner is not None
         self.runner.maybe_start()
+        for item_id, text, truncated in replies:
+            self.view.assistant_done(item_id, text, truncated)
+        if isinstance(usage, dict):
+            self.view.cost(self.metrics.cost_usd)
+            self.view.window(self.state.window_tokens, self.settings.summary_threshold)
+        if self.audio_out is not None and replies:
+            last_reply = replies[-1][0]
+            self.tasks.spawn(self._listening_after(self.audio_out, last_reply), name="listening")
+        else:
+            self.view.status("listening")
+
+    async def _listening_after(self, player: AudioOutput, item_id: str) -> None:
+        """State `listening` once the reply has played out (or was cut), not when it was sent."""
+        await player.wait_finished(item_id)
+        if self._response_idle.is_set() and not self.user_speaking:
+            self.view.status("listening")
+
+    def _observe(self, name: str, seconds: float) -> None:
+        self.metrics.observe(name, seconds)
+        self.view.latency(name, seconds)
 
     def _on_error(self, event: ServerEvent) -> None:
         error = event.get("error") or {}
@@ -438,7 +493,13 @@ class VoiceBot:
         if code in EXPECTED_ERRORS:
             log.debug("server_error_expected", code=code)
             return
-        log.warning("server_error", code=code, message=error.get("message"))
+        log.warning(
+            "server_error",
+            event_type=event.type.value,
+            code=code,
+            message=error.get("message"),
+            client_event_id=error.get("event_id"),
+        )
         self.view.error(f"server: {error.get('message', code)}")
 
     def _on_record(self, record: JSON) -> None:
@@ -447,15 +508,12 @@ class VoiceBot:
 
     def _on_summary(self, text: str, item_count: int) -> None:
         self.metrics.inc("compactions")
-        self.view.notice(f"compacted {item_count} items into a summary ({len(text)} chars)")
-
-    def _cost(self, usage: JSON) -> None:
-        self.metrics.inc("input_tokens", int(usage.get("input_tokens") or 0))
-        self.metrics.inc("output_tokens", int(usage.get("output_tokens") or 0))
+        self.view.compaction(item_count, len(text))
 
     # --- sessions ----------------------------------------------------------------------------
 
     async def _on_session_ready(self, info: SessionInfo) -> None:
+        self.sessions_started += 1
         if info.reason != "start":
             # Whatever was queued for the old session (a compaction's deletes, a truncate)
             # means nothing to the new, blank one: the re-seed below replaces it.
@@ -473,6 +531,7 @@ class VoiceBot:
             self._response_idle.set()
             self.metrics.inc("rollovers" if info.reason == "rollover" else "reconnects")
             self.view.notice(f"new session ({info.reason}); conversation restored")
+            self.view.window(self.state.window_tokens, self.settings.summary_threshold)
         assert self.client is not None
         for seed in self.state.seed_events(self.dialect):
             await self.client.send(seed)
@@ -515,8 +574,56 @@ class VoiceBot:
         finished: asyncio.Event | None = getattr(source, "finished", None)
         if finished is not None:
             self.tasks.spawn(self._mark_input_done(finished), name="input-done")
-        async for block in source:
-            self.client.send_audio(block)
+        next_level = 0.0
+        try:
+            async for block in source:
+                if self.audio_in is not source:  # a device failed: text mode now
+                    return
+                self.client.send_audio(block)
+                now = time.monotonic()
+                if now >= next_level:
+                    next_level = now + LEVEL_INTERVAL_S
+                    self.view.level(source.level_dbfs)
+        except Exception as exc:  # PortAudioError, AudioDeviceError: unplugged, driver gone
+            self._device_failed("Microphone", exc)
+
+    # --- audio device failures -----------------------------------------------------------------
+
+    def _on_speaker_error(self, reason: str) -> None:
+        self._device_failed("Speaker", reason)
+
+    def _device_failed(self, which: str, reason: object) -> None:
+        """A device failed mid-run: one line saying so, then text mode or a clean exit (1).
+
+        Text mode when lines can be typed (a terminal, or given lines) and no file is being
+        played or recorded; otherwise the run ends and the transcript is saved as usual.
+        """
+        if self._device_failure is not None:
+            return
+        flag = "--input-device" if which == "Microphone" else "--output-device"
+        detail = str(reason).strip().rstrip(".") or type(reason).__name__
+        self._device_failure = (
+            f"{which} stopped: {detail}. Run `voicebot devices list` and pick a device with {flag}."
+        )
+        log.error("audio_device_failed", device=which.lower(), reason=detail)
+        self.metrics.inc("audio_device_failures")
+        self.view.error(self._device_failure)
+        devices = [d for d in (self.audio_in, self.audio_out) if d is not None]
+        self.audio_in = self.audio_out = None  # no handler touches a device from here on
+        self.tasks.spawn(self._after_device_failure(devices), name="device-failure")
+
+    async def _after_device_failure(self, devices: list[AudioInput | AudioOutput]) -> None:
+        for device in devices:
+            with contextlib.suppress(Exception):  # a device that is gone may fail to stop
+                await device.stop()
+        typing = self.options.text or self.options.text_lines is not None or _stdin_is_terminal()
+        if typing and self.options.input_file is None and self.options.output_file is None:
+            self.options.text = True  # the end of typed input now ends the run
+            self.view.notice("falling back to text mode: type a line and press Enter")
+            await self._wait_input_finished()
+        else:
+            self.exit_code = 1
+        self.stop()
 
     async def _mark_input_done(self, finished: asyncio.Event) -> None:
         await finished.wait()
@@ -530,13 +637,16 @@ class VoiceBot:
             if not text:
                 continue
             await self.client.wait_connected()
-            if not self._response_idle.is_set():
+            audible = self.audio_out is not None and self.audio_out.is_audible
+            if not self._response_idle.is_set() or audible:
                 self._interrupt_for_text()
                 await self._response_idle.wait()
             self.metrics.inc("text_turns")
+            self.view.user_said(text)
             self.send_soon(ev.message_create("user", text, self.dialect), ev.response_create())
             self._response_idle.clear()
-        self._input_done.set()
+        if self.options.text:  # in voice mode the microphone (or file) is the input
+            self._input_done.set()
 
     def _interrupt_for_text(self) -> None:
         """A typed line while the bot talks: stop it like a spoken barge-in would."""
@@ -547,6 +657,9 @@ class VoiceBot:
             played = self.audio_out.played_ms(item_id) if item_id else 0.0
             self.audio_out.flush()
         sends = self.state.interrupt(played, item_id)
+        if sends:
+            self.metrics.inc("barge_ins")
+            self.metrics.inc("truncations")
         if self.state.active_response_id is not None:
             sends.append(ev.response_cancel())
         self.send_soon(*sends)
@@ -599,11 +712,10 @@ class VoiceBot:
 
     # --- metrics -----------------------------------------------------------------------------
 
-    def _record_final_metrics(self) -> None:
+    def _record_final_metrics(self) -> dict[str, Any]:
+        """Counters kept by the parts (client, devices, state) into `metrics`; the summary."""
         m = self.metrics
         if self.client is not None:
-            m.counters["reconnects_client"] = self.client.stats.reconnects
-            m.counters["rollovers_client"] = self.client.stats.rollovers
             m.counters["mic_blocks_dropped_offline"] = self.client.audio.dropped_blocks
             m.counters["frames_dropped_parse"] = self.client.parser.stats.dropped
         if self.audio_out is not None:
@@ -611,8 +723,21 @@ class VoiceBot:
         if self.audio_in is not None:
             m.counters["mic_blocks_dropped"] = self.audio_in.dropped_blocks
         m.counters["window_tokens"] = self.state.window_tokens
-        if self.settings.metrics_file is not None:
-            self.settings.metrics_file.write_text(json.dumps(m.summary(), indent=2))
+        if self.runner is not None:
+            runner = self.runner.metrics
+            m.counters["compaction_failures"] = runner.failures
+            m.counters["compactions_abandoned"] = runner.abandoned
+            m.counters["summary_fallbacks"] = runner.fallbacks
+            m.counters["items_summarized"] = runner.items_summarized
+        return m.summary()
+
+    async def _write_metrics_file(self, path: Path, summary: dict[str, Any]) -> None:
+        """`--metrics-file`: the summary as JSON, written off the loop."""
+        text = json.dumps(summary, indent=2) + "\n"
+        try:
+            await asyncio.to_thread(path.write_text, text)
+        except OSError as exc:
+            self.view.error(f"cannot write the metrics file {path}: {exc.strerror or exc}")
 
 
 def build_audio(
@@ -654,6 +779,13 @@ def build_audio(
         echo = make_echo_processor(settings.echo, audio_out.tap) if audio_out else None
         audio_in = MicrophoneInput(device, chunk_ms=settings.chunk_ms, echo=echo)
     return audio_in, audio_out
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdin
+        return False
 
 
 def _stdin_lines() -> asyncio.Queue[str | None]:

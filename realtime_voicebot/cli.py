@@ -12,12 +12,15 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import typer
 
 from realtime_voicebot import __version__
 from realtime_voicebot.cli_names import flag_for
+
+if TYPE_CHECKING:
+    from realtime_voicebot.ui import ConversationView
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -220,12 +223,11 @@ def run(
 
     from realtime_voicebot.app import RunOptions, VoiceBot
     from realtime_voicebot.logging import configure_logging
-    from realtime_voicebot.ui import PlainView
 
     if transcript is not None:
         overrides["transcript_path"] = str(transcript)
     settings = load_or_exit(overrides)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(run_log_level(settings.log_level, overrides), settings.log_format)
     if resume is not None and not resume.exists():
         typer.echo(f"error: no transcript at {resume}: check the path given to --resume", err=True)
         raise typer.Exit(2)
@@ -258,9 +260,32 @@ def run(
     if input_file is not None and not input_file.exists():
         typer.echo(f"error: no WAV file at {input_file}", err=True)
         raise typer.Exit(2)
-    bot = VoiceBot(settings, options, PlainView())
+    bot = VoiceBot(settings, options, select_view(settings.log_format))
     code = asyncio.run(bot.run())
     raise typer.Exit(code)
+
+
+def run_log_level(level: str, overrides: dict[str, Any]) -> str:
+    """`run` logs warnings and worse unless a level was set (flag, environment or .env),
+    so that log lines do not tear the live console."""
+    from realtime_voicebot.config import value_sources
+
+    return level if value_sources(overrides)["log_level"] != "default" else "WARNING"
+
+
+def select_view(log_format: str, stdout: TextIO | None = None) -> ConversationView:
+    """The conversation view for `run`: JSON lines with `--log-format json`, the live console
+    on a terminal, plain lines otherwise (pipes, files, CI)."""
+    from realtime_voicebot.ui import JsonLinesView, LiveView, PlainView
+
+    out = stdout or sys.stdout
+    if log_format == "json":
+        return JsonLinesView(out)
+    if out.isatty():
+        from rich.console import Console
+
+        return LiveView(Console(file=out))
+    return PlainView(out)
 
 
 @app.command("fake-server")
@@ -334,6 +359,31 @@ def fake_server_command(
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         pass
+
+
+@app.command("test")
+def selftest_command(
+    fake_server: bool = typer.Option(
+        False,
+        "--fake-server",
+        help="Run scripted conversations through the app against an in-process fake server.",
+    ),
+    dialect: str = typer.Option("ga", "--dialect", metavar="ga|beta", help="API dialect."),
+) -> None:
+    """Self-test: turn, barge-in, compaction, dropped connection, rollover (no key needed)."""
+    if not fake_server:
+        typer.echo(
+            "Only the fake-server self-test exists: run `voicebot test --fake-server`.", err=True
+        )
+        raise typer.Exit(2)
+    if dialect not in ("ga", "beta"):
+        typer.echo(f"error: --dialect must be ga or beta, not {dialect!r}", err=True)
+        raise typer.Exit(2)
+    from realtime_voicebot.logging import configure_logging
+    from realtime_voicebot.selftest import run_and_report
+
+    configure_logging("ERROR")  # the checklist is the output; a failure says why itself
+    raise typer.Exit(run_and_report(typer.echo, dialect=dialect))
 
 
 def main() -> None:

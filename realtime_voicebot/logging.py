@@ -61,7 +61,7 @@ def configure_logging(
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=numeric, handlers=[handler])
+    logging.basicConfig(level=numeric, handlers=[handler], force=True)
     for noisy in ("websockets", "httpx", "httpcore", "openai"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 

@@ -1,26 +1,95 @@
-"""How the conversation is shown: plain lines (pipes, CI, JSON logs) or a live console.
+"""How the conversation is shown: a live console (rich), plain lines, or JSON lines.
 
-The app calls a `ConversationView`; it never prints by itself.
+The app calls a `ConversationView`; it never prints by itself. Every method is called on the
+event loop and must return at once: the live console only records what it is told, and
+rich's own refresh thread draws it ~8 times a second.
 """
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import Protocol, TextIO
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.live import Live
+
+INTERRUPTED_MARK = "…⟂ (interrupted)"
+LATENCY_LABELS = {
+    "speech_end_to_first_delta": "speech end→audio",
+    "first_delta_to_first_sample": "first audio→played",
+    "barge_in_to_silence": "barge-in→silence",
+}
+"""Latencies the live console shows, by metric name (see `realtime_voicebot.metrics`)."""
 
 
 class ConversationView(Protocol):
     def user_said(self, text: str) -> None: ...
     def assistant_delta(self, item_id: str, text: str) -> None: ...
     def assistant_done(self, item_id: str, text: str, truncated: bool) -> None: ...
-    def status(self, text: str) -> None: ...
+    def status(self, text: str) -> None:
+        """The state: listening, user speaking, thinking, speaking, reconnecting, ..."""
+
     def notice(self, text: str) -> None: ...
     def error(self, text: str) -> None: ...
+    def level(self, dbfs: float) -> None:
+        """The microphone's RMS level (called a few times a second at most)."""
+
+    def window(self, tokens: int, threshold: int) -> None:
+        """The token window after a response, against the compaction threshold."""
+
+    def latency(self, name: str, seconds: float) -> None:
+        """One latency sample (names in `realtime_voicebot.metrics`)."""
+
+    def cost(self, usd: float) -> None:
+        """The running cost of the session."""
+
+    def compaction(self, items: int, summary_chars: int) -> None:
+        """Older turns were summarized into one item."""
+
+    def summary(self, data: dict[str, Any]) -> None:
+        """The session summary, at exit (before `close`)."""
+
     def close(self) -> None: ...
 
 
+def summary_lines(data: dict[str, Any]) -> list[str]:
+    """The session summary as short lines for a terminal."""
+    tokens = data.get("tokens", {})
+    lines = [
+        f"session: {data.get('turns', 0)} turns in {data.get('duration_s', 0)} s, "
+        f"cost ${data.get('cost_usd', 0.0):.4f}",
+        f"tokens: {tokens.get('input', 0)} input ({tokens.get('cached', 0)} cached), "
+        f"{tokens.get('output', 0)} output",
+    ]
+    for name, figures in data.get("latency", {}).items():
+        lines.append(
+            f"latency {name}: median {figures['median_ms']} ms, p95 {figures['p95_ms']} ms "
+            f"({figures['count']})"
+        )
+    drops = data.get("drops", {})
+    lines.append(
+        f"counts: reconnects {data.get('reconnects', 0)}, rollovers {data.get('rollovers', 0)}, "
+        f"compactions {data.get('compactions', 0)}, truncations {data.get('truncations', 0)}, "
+        f"drops {sum(drops.values())}" + "".join(f" {name}={n}" for name, n in drops.items() if n)
+    )
+    errors = data.get("errors", {})
+    if errors:
+        lines.append("server errors: " + ", ".join(f"{c}={n}" for c, n in errors.items()))
+    return lines
+
+
 class PlainView:
-    """Prints the conversation as it happens, one line a turn, streaming the reply's words."""
+    """Prints the conversation as it happens, one line a turn, streaming the reply's words.
+
+    For pipes and CI: only the conversation, notices and compactions go to `out`; errors and
+    the session summary go to `err`.
+    """
 
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
         self.out = out or sys.stdout
@@ -68,6 +137,350 @@ class PlainView:
         self.err.write(f"error: {text}\n")
         self.err.flush()
 
+    def level(self, dbfs: float) -> None:
+        return
+
+    def window(self, tokens: int, threshold: int) -> None:
+        return
+
+    def latency(self, name: str, seconds: float) -> None:
+        return
+
+    def cost(self, usd: float) -> None:
+        return
+
+    def compaction(self, items: int, summary_chars: int) -> None:
+        self.notice(f"compacted {items} items into a summary ({summary_chars} chars)")
+
+    def summary(self, data: dict[str, Any]) -> None:
+        self._end_stream()
+        self.out.flush()
+        for line in summary_lines(data):
+            self.err.write(f"{line}\n")
+        self.err.flush()
+
     def close(self) -> None:
         self._end_stream()
         self.out.flush()
+
+
+class JsonLinesView:
+    """One JSON object per conversation event on `out` (`--log-format json`).
+
+    Every object has `event` and `ts` (Unix time). Events: user, assistant_delta, assistant,
+    state (on change), notice, error (also as one plain line on `err`), window, latency, cost,
+    compaction, summary (the last line). The microphone level is not emitted.
+    """
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self._state: str | None = None
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        record = {"event": event, "ts": round(time.time(), 3), **fields}
+        self.out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.out.flush()
+
+    def user_said(self, text: str) -> None:
+        self._emit("user", text=text)
+
+    def assistant_delta(self, item_id: str, text: str) -> None:
+        self._emit("assistant_delta", item_id=item_id, text=text)
+
+    def assistant_done(self, item_id: str, text: str, truncated: bool) -> None:
+        self._emit("assistant", item_id=item_id, text=text, truncated=truncated)
+
+    def status(self, text: str) -> None:
+        if text != self._state:
+            self._state = text
+            self._emit("state", state=text)
+
+    def notice(self, text: str) -> None:
+        self._emit("notice", text=text)
+
+    def error(self, text: str) -> None:
+        self._emit("error", text=text)
+        self.err.write(f"error: {text}\n")
+        self.err.flush()
+
+    def level(self, dbfs: float) -> None:
+        return
+
+    def window(self, tokens: int, threshold: int) -> None:
+        self._emit("window", tokens=tokens, threshold=threshold)
+
+    def latency(self, name: str, seconds: float) -> None:
+        self._emit("latency", name=name, ms=round(seconds * 1000, 1))
+
+    def cost(self, usd: float) -> None:
+        self._emit("cost", usd=round(usd, 6))
+
+    def compaction(self, items: int, summary_chars: int) -> None:
+        self._emit("compaction", items=items, summary_chars=summary_chars)
+
+    def summary(self, data: dict[str, Any]) -> None:
+        self._emit("summary", **data)
+
+    def close(self) -> None:
+        self.out.flush()
+
+
+@dataclass
+class _Line:
+    """One entry of the live conversation: a turn, or a note (notice, compaction, error)."""
+
+    kind: str  # user | assistant | note | error
+    text: str
+    item_id: str | None = None
+    done: bool = False
+    truncated: bool = False
+
+
+STATE_STYLES = {
+    "listening": "green",
+    "connected": "green",
+    "user speaking": "bold cyan",
+    "thinking": "yellow",
+    "speaking": "bold magenta",
+    "connecting": "dim",
+    "reconnecting": "bold red",
+    "closed": "dim",
+}
+LEVEL_FLOOR_DBFS = -60.0
+BAR_WIDTH = 20
+
+
+def bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    """A horizontal bar of `width` cells, `fraction` (0..1, clamped) of them full."""
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "█" * filled + "░" * (width - filled)
+
+
+class LiveView:
+    """The live console: conversation, state, mic level, token window, latency, cost.
+
+    Thread-safe: the loop records under a lock; rich's refresh thread renders a snapshot.
+    `redirect_stdout=False` so that lines typed on stdin can be read while it draws.
+    """
+
+    def __init__(
+        self,
+        console: Console | None = None,
+        *,
+        max_turns: int = 8,
+        max_chars: int = 600,
+        refresh_per_second: float = 8.0,
+        typing_hint: bool = True,
+    ) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = console or Console()
+        self.max_chars = max_chars
+        self.typing_hint = typing_hint
+        self._lock = threading.Lock()
+        self._lines: deque[_Line] = deque(maxlen=max_turns)
+        self._by_item: dict[str, _Line] = {}
+        self._state = "connecting"
+        self._level_dbfs = LEVEL_FLOOR_DBFS
+        self._window: tuple[int, int] | None = None
+        self._latency: dict[str, float] = {}
+        self._cost = 0.0
+        self._compactions = 0
+        self._summary: dict[str, Any] | None = None
+        self._live: Live | None = Live(
+            self,
+            console=self.console,
+            refresh_per_second=refresh_per_second,
+            auto_refresh=True,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._live.start()
+
+    # --- recording (event loop) ------------------------------------------------------------
+
+    def _append(self, line: _Line) -> None:
+        if len(self._lines) == self._lines.maxlen:
+            dropped = self._lines[0]
+            if dropped.item_id is not None:
+                self._by_item.pop(dropped.item_id, None)
+        self._lines.append(line)
+        if line.item_id is not None:
+            self._by_item[line.item_id] = line
+
+    def user_said(self, text: str) -> None:
+        with self._lock:
+            # A transcript often lands after its reply began: show it above that reply.
+            trailing: list[_Line] = []
+            while self._lines and self._lines[-1].kind == "assistant" and not self._lines[-1].done:
+                trailing.append(self._lines.pop())
+            self._append(_Line("user", text))
+            for line in reversed(trailing):
+                self._append(line)
+
+    def assistant_delta(self, item_id: str, text: str) -> None:
+        with self._lock:
+            line = self._by_item.get(item_id)
+            if line is None:
+                self._append(_Line("assistant", text, item_id))
+            elif not line.done:
+                line.text += text
+
+    def assistant_done(self, item_id: str, text: str, truncated: bool) -> None:
+        with self._lock:
+            line = self._by_item.get(item_id)
+            if line is None:
+                line = _Line("assistant", text, item_id)
+                self._append(line)
+            line.text = text or line.text
+            line.done = True
+            line.truncated = truncated
+
+    def status(self, text: str) -> None:
+        self._state = "listening" if text == "connected" else text
+
+    def notice(self, text: str) -> None:
+        with self._lock:
+            self._append(_Line("note", text))
+
+    def error(self, text: str) -> None:
+        with self._lock:
+            self._append(_Line("error", text))
+
+    def level(self, dbfs: float) -> None:
+        self._level_dbfs = dbfs
+
+    def window(self, tokens: int, threshold: int) -> None:
+        self._window = (tokens, threshold)
+
+    def latency(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self._latency[name] = seconds
+
+    def cost(self, usd: float) -> None:
+        self._cost = usd
+
+    def compaction(self, items: int, summary_chars: int) -> None:
+        with self._lock:
+            self._compactions += 1
+            self._append(
+                _Line("note", f"compacted {items} items into a summary ({summary_chars} chars)")
+            )
+
+    def summary(self, data: dict[str, Any]) -> None:
+        self._summary = data
+
+    def close(self) -> None:
+        """Stop drawing (the last frame stays on screen), then print the session summary."""
+        live, self._live = self._live, None
+        if live is None:
+            return
+        live.refresh()
+        live.stop()
+        if self._summary is not None:
+            self.console.print(self._summary_table(self._summary))
+
+    # --- rendering (rich's thread) -----------------------------------------------------------
+
+    def __rich__(self) -> RenderableType:
+        return self.render()
+
+    def render(self) -> RenderableType:
+        """The whole screen, from a snapshot taken under the lock."""
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.text import Text
+
+        with self._lock:
+            lines = [_Line(**vars(line)) for line in self._lines]
+            latency = dict(self._latency)
+        conversation = Text()
+        for index, line in enumerate(lines):
+            if index:
+                conversation.append("\n")
+            conversation.append_text(self._render_line(line))
+        if not lines:
+            conversation.append("(say something)", style="dim")
+        return Group(
+            Panel(conversation, title="voicebot", title_align="left", border_style="blue"),
+            self._status_bar(latency),
+        )
+
+    def _render_line(self, line: _Line) -> Any:
+        from rich.text import Text
+
+        text = line.text
+        if len(text) > self.max_chars:
+            text = "…" + text[-self.max_chars :]
+        if line.kind == "user":
+            return Text.assemble(("you: ", "bold cyan"), text)
+        if line.kind == "assistant":
+            rendered = Text.assemble(("bot: ", "bold magenta"), text)
+            if line.truncated:
+                rendered.append(INTERRUPTED_MARK, style="bold red")
+            elif not line.done:
+                rendered.append("▌", style="dim")
+            return rendered
+        if line.kind == "error":
+            return Text(f"error: {text}", style="bold red")
+        return Text(f"-- {text}", style="dim")
+
+    def _status_bar(self, latency: dict[str, float]) -> Any:
+        from rich.table import Table
+        from rich.text import Text
+
+        state = self._state
+        level = self._level_dbfs
+        level_fraction = (level - LEVEL_FLOOR_DBFS) / -LEVEL_FLOOR_DBFS
+        first = Text.assemble(
+            ("state ", "dim"),
+            (f"● {state}", STATE_STYLES.get(state, "bold")),
+            ("   mic ", "dim"),
+            (bar(level_fraction, 12), "green" if level > -45 else "dim"),
+            f" {max(level, -99.0):3.0f} dBFS",
+            ("   cost ", "dim"),
+            f"${self._cost:.4f}",
+        )
+        second = Text.assemble(("window ", "dim"))
+        window = self._window
+        if window is None:
+            second.append("(after the first reply)", style="dim")
+        else:
+            tokens, threshold = window
+            fraction = tokens / threshold if threshold else 0.0
+            style = "red" if fraction >= 1 else "yellow" if fraction >= 0.8 else "green"
+            second.append(bar(fraction, 12), style=style)
+            second.append(f" {tokens:,} / {threshold:,} tokens")
+        second.append("   compactions ", style="dim")
+        second.append(str(self._compactions))
+        third = Text()
+        for name, label in LATENCY_LABELS.items():
+            if name in latency:
+                if third:
+                    third.append(" · ", style="dim")
+                third.append(f"{label} ", style="dim")
+                third.append(f"{latency[name] * 1000:.0f} ms")
+        if not third:
+            third.append("latency (after the first turn)", style="dim")
+        rows = [first, second, third]
+        if self.typing_hint:
+            rows.append(Text("type a line + Enter to send text · Ctrl-C quits", style="dim"))
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column()
+        for row in rows:
+            grid.add_row(row)
+        return grid
+
+    def _summary_table(self, data: dict[str, Any]) -> Any:
+        from rich.table import Table
+
+        table = Table(title="session summary", show_header=False, title_justify="left")
+        table.add_column("what", style="dim")
+        table.add_column("value")
+        for line in summary_lines(data):
+            what, _, value = line.partition(": ") if ": " in line else ("", "", line)
+            table.add_row(what, value)
+        return table

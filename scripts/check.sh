@@ -18,3 +18,4 @@ echo "== ruff";   ruff check . && ruff format --check .
 echo "== mypy";   mypy --strict realtime_voicebot
 bash scripts/audio-rig.sh start
 echo "== pytest"; python -m pytest -q "$@"
+echo "== selftest"; voicebot test --fake-server

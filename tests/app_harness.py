@@ -27,16 +27,24 @@ class RecordingView:
     """A ConversationView that keeps what it was shown."""
 
     user: list[str] = field(default_factory=list)
+    deltas: list[tuple[str, str]] = field(default_factory=list)
     assistant: list[tuple[str, str, bool]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
+    levels: list[float] = field(default_factory=list)
+    windows: list[tuple[int, int]] = field(default_factory=list)
+    latencies: list[tuple[str, float]] = field(default_factory=list)
+    costs: list[float] = field(default_factory=list)
+    compactions: list[tuple[int, int]] = field(default_factory=list)
+    summaries: list[dict[str, Any]] = field(default_factory=list)
+    closed: bool = False
 
     def user_said(self, text: str) -> None:
         self.user.append(text)
 
     def assistant_delta(self, item_id: str, text: str) -> None:
-        return
+        self.deltas.append((item_id, text))
 
     def assistant_done(self, item_id: str, text: str, truncated: bool) -> None:
         self.assistant.append((item_id, text, truncated))
@@ -50,8 +58,26 @@ class RecordingView:
     def error(self, text: str) -> None:
         self.errors.append(text)
 
+    def level(self, dbfs: float) -> None:
+        self.levels.append(dbfs)
+
+    def window(self, tokens: int, threshold: int) -> None:
+        self.windows.append((tokens, threshold))
+
+    def latency(self, name: str, seconds: float) -> None:
+        self.latencies.append((name, seconds))
+
+    def cost(self, usd: float) -> None:
+        self.costs.append(usd)
+
+    def compaction(self, items: int, summary_chars: int) -> None:
+        self.compactions.append((items, summary_chars))
+
+    def summary(self, data: dict[str, Any]) -> None:
+        self.summaries.append(data)
+
     def close(self) -> None:
-        return
+        self.closed = True
 
 
 class ScriptedInput:

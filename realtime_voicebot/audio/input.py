@@ -34,6 +34,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(component="audio.input")
 
+STREAM_STOPPED = "the input stream stopped unexpectedly (device unplugged or PortAudio failed)"
+
+
+class AudioDeviceError(RuntimeError):
+    """A device failed during a run (unplugged, PortAudio error); the message is the reason."""
+
 
 class AudioInput(Protocol):
     """A source of PCM16 24 kHz mono blocks: the microphone or a WAV file."""
@@ -86,6 +92,8 @@ class MicrophoneInput:
         """Blocks PortAudio flagged as input overflow (samples lost before the callback)."""
         self.callback_errors = 0
         self.blocks_read = 0
+        self.device_error: str | None = None
+        """Why the stream stopped on its own (None while it runs or after `stop`)."""
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[tuple[int, int] | None] | None = None
@@ -112,6 +120,7 @@ class MicrophoneInput:
         self._queue = asyncio.Queue(maxsize=self.queue_blocks + 1)  # + 1: the stop sentinel
         self._resampler = StreamResampler(rate, API_SAMPLE_RATE)
         self._closed = False
+        self.device_error = None
 
     async def start(self) -> None:
         """Open and start the input stream."""
@@ -128,6 +137,7 @@ class MicrophoneInput:
                 blocksize=self.block_frames,
                 latency=self.latency,
                 callback=self._on_block,
+                finished_callback=self._on_stream_finished,
             )
             self._stream.start()
         except (sd.PortAudioError, ValueError) as exc:
@@ -140,11 +150,11 @@ class MicrophoneInput:
 
     async def stop(self) -> None:
         """Stop the stream; a pending or later `read()` returns b""."""
+        self._closed = True  # first: the stream's finished callback is expected now
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.stop()
             stream.close()
-        self._closed = True
         if self._queue is not None:
             with contextlib.suppress(asyncio.QueueFull):  # the sentinel has its own slot
                 self._queue.put_nowait(None)
@@ -180,7 +190,21 @@ class MicrophoneInput:
         except Exception:
             self.callback_errors += 1
 
+    def _on_stream_finished(self) -> None:
+        """PortAudio: the stream ended. Unless `stop` ended it, the device failed."""
+        loop = self._loop
+        if self._closed or loop is None:
+            return
+        self.device_error = STREAM_STOPPED
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads any more
+            loop.call_soon_threadsafe(self._wake_reader)
+
     # --- event loop -------------------------------------------------------------------------
+
+    def _wake_reader(self) -> None:
+        assert self._queue is not None
+        with contextlib.suppress(asyncio.QueueFull):  # the sentinel has its own slot
+            self._queue.put_nowait(None)
 
     def _enqueue(self, slot: int, frames: int) -> None:
         assert self._queue is not None
@@ -195,7 +219,11 @@ class MicrophoneInput:
             self._pending -= 1
 
     async def read(self) -> bytes:
-        """The next PCM16 24 kHz mono block; b"" once the input is stopped."""
+        """The next PCM16 24 kHz mono block; b"" once the input is stopped.
+
+        Raises AudioDeviceError once the stream has stopped on its own (the device failed),
+        after the blocks captured before that.
+        """
         if self._queue is None:
             raise RuntimeError("MicrophoneInput.read() before start()")
         assert self._resampler is not None
@@ -204,6 +232,8 @@ class MicrophoneInput:
                 return b""
             entry = await self._queue.get()
             if entry is None:
+                if self.device_error is not None and not self._closed:
+                    raise AudioDeviceError(self.device_error)
                 return b""
             slot, frames = entry
             try:

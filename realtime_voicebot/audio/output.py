@@ -49,6 +49,9 @@ log = structlog.get_logger(component="audio.output")
 
 ItemFinishedCallback = Callable[[str], None]
 ItemStartedCallback = Callable[[str, float], None]
+DeviceErrorCallback = Callable[[str], None]
+
+STREAM_STOPPED = "the output stream stopped unexpectedly (device unplugged or PortAudio failed)"
 
 
 class PlaybackTap:
@@ -141,6 +144,7 @@ class AudioOutput(Protocol):
     output_latency_s: float
     on_item_finished: ItemFinishedCallback | None
     on_item_started: ItemStartedCallback | None
+    on_device_error: DeviceErrorCallback | None
 
     @property
     def tap(self) -> PlaybackTap: ...
@@ -198,6 +202,10 @@ class AudioPlayer:
         self.on_item_started = on_item_started
         """Called on the event loop with the item id and `first_sample_at` when an item's
         first sample has been handed to the device."""
+        self.on_device_error: DeviceErrorCallback | None = None
+        """Called on the event loop with the reason when the device fails mid-run."""
+        self.device_error: str | None = None
+        """Why the device stopped on its own (None while it works)."""
         self._tap = PlaybackTap(sample_rate, tap_ms)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -580,6 +588,17 @@ class AudioPlayer:
         if self._silenced_event is not None and self.silenced_at is not None:
             self._silenced_event.set()
 
+    def _device_failed(self, reason: str) -> None:
+        """Any thread: the device is gone; tell the loop once."""
+        if self.device_error is not None:
+            return
+        self.device_error = reason
+        self._call_on_loop(self._device_error_on_loop, reason)
+
+    def _device_error_on_loop(self, reason: str) -> None:
+        if self.on_device_error is not None:
+            self.on_device_error(reason)
+
     def _item_finished_on_loop(self, item: _Item) -> None:
         if item.done_event is not None:
             item.done_event.set()
@@ -607,9 +626,11 @@ class SoundDevicePlayer(AudioPlayer):
         """Blocks PortAudio reported as output underflow (the callback came too late)."""
         self.callback_errors = 0
         self._stream: Any = None
+        self._stopping = False
 
     async def start(self) -> None:
         await super().start()
+        self._stopping = False
         sd = load_sounddevice()
         try:
             self._stream = sd.OutputStream(
@@ -620,6 +641,7 @@ class SoundDevicePlayer(AudioPlayer):
                 blocksize=self.block_frames,
                 latency=self.latency,
                 callback=self._callback,
+                finished_callback=self._on_stream_finished,
             )
             self._stream.start()
         except (sd.PortAudioError, ValueError) as exc:
@@ -636,10 +658,16 @@ class SoundDevicePlayer(AudioPlayer):
         )
 
     async def stop(self) -> None:
+        self._stopping = True  # first: the stream's finished callback is expected now
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.stop()
             stream.close()
+
+    def _on_stream_finished(self) -> None:
+        """PortAudio: the stream ended. Unless `stop` ended it, the device failed."""
+        if not self._stopping:
+            self._device_failed(STREAM_STOPPED)
 
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
         if status and status.output_underflow:

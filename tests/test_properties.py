@@ -1,0 +1,584 @@
+"""Property tests: arbitrary and malformed server input never breaks the receive path.
+
+* `EventParser` takes any bytes, text or JSON: it never raises, and every frame it does not
+  turn into an event is counted as dropped (or ignored) in its stats.
+* `Dispatcher` runs handlers that raise on arbitrary events: nothing escapes, every failure is
+  counted, every handler still sees every event. The real app's handlers (state, compaction
+  runner, tool calls, view, metrics) are fed arbitrary events too.
+* `ConversationState` is fed generated sequences of plausible and malformed events (items added
+  after ids that exist, are missing, deleted or "root", done, deleted, truncated, transcripts,
+  responses with odd usage, duplicates, reconnects): it never raises and its invariants hold.
+  Structured sequences are also checked against a reference list of the server's order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from realtime_voicebot.app import RunOptions, VoiceBot
+from realtime_voicebot.config import load_settings
+from realtime_voicebot.handlers.dispatcher import Dispatcher
+from realtime_voicebot.state.conversation import ConversationState
+from realtime_voicebot.transport.events import (
+    IGNORED_WIRE_TYPES,
+    EventParser,
+    ServerEvent,
+    ServerEventType,
+    internal_name,
+)
+
+from .app_harness import RecordingView
+
+JSON = dict[str, Any]
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# --- strategies --------------------------------------------------------------------------------
+
+WIRE_TYPES = sorted(
+    {t.value for t in ServerEventType}
+    | {
+        "conversation.item.created",
+        "response.audio.delta",
+        "response.audio.done",
+        "response.audio_transcript.delta",
+        "response.text.delta",
+    }
+    | set(IGNORED_WIRE_TYPES)
+)
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.text(max_size=8), children, max_size=4),
+    ),
+    max_leaves=12,
+)
+FIELD_NAMES = [
+    "item",
+    "item_id",
+    "previous_item_id",
+    "response",
+    "response_id",
+    "delta",
+    "transcript",
+    "text",
+    "audio_start_ms",
+    "audio_end_ms",
+    "error",
+    "session",
+    "usage",
+    "output",
+    "content_index",
+]
+event_dicts = st.fixed_dictionaries(
+    {"type": st.one_of(st.sampled_from(WIRE_TYPES), st.text(max_size=12), json_values)},
+    optional={name: json_values for name in FIELD_NAMES},
+)
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> str | bytes:
+    """Anything a socket could deliver: bytes, text, JSON of any shape, deep nesting."""
+    kind = draw(st.sampled_from(["bytes", "text", "json", "event", "deep", "huge_number"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=64))
+    if kind == "text":
+        return draw(st.text(max_size=64))
+    if kind == "json":
+        return json.dumps(draw(json_values))
+    if kind == "event":
+        frame = json.dumps(draw(event_dicts))
+        return frame.encode() if draw(st.booleans()) else frame
+    if kind == "deep":
+        depth = draw(st.integers(min_value=500, max_value=200_000))
+        opener = draw(st.sampled_from(["[", '{"a":', '{"type":"error","error":']))
+        return opener * depth
+    digits = draw(st.integers(min_value=4_000, max_value=50_000))
+    return '{"type":"response.done","response":{"usage":{"input_tokens":' + "9" * digits + "}}}"
+
+
+# --- the parser --------------------------------------------------------------------------------
+
+
+@FAST
+@given(st.lists(frames(), min_size=1, max_size=8))
+def test_parser_never_raises_and_counts_every_frame(batch: list[str | bytes]) -> None:
+    parser = EventParser()
+    events = [parser.parse(frame) for frame in batch]
+    stats = parser.stats
+    parsed = [e for e in events if e is not None]
+    assert stats.parsed == len(parsed)
+    assert stats.parsed + stats.ignored + stats.dropped == len(batch)
+    assert sum(stats.unknown_types.values()) == stats.unknown_type
+    for event in parsed:
+        assert isinstance(event, ServerEvent)
+        assert internal_name(event.wire_type) is event.type
+        assert isinstance(event.data, dict)
+        # The accessors hold for any payload.
+        assert event.item_id is None or isinstance(event.item_id, str)
+        assert event.response_id is None or isinstance(event.response_id, str)
+
+
+def test_parser_drops_what_it_cannot_use_by_reason() -> None:
+    parser = EventParser()
+    assert parser.parse("[" * 100_000) is None  # deeper than the JSON decoder can recurse
+    assert parser.parse(b"\xff\xfe\x00") is None
+    assert parser.parse("[1, 2]") is None
+    assert parser.parse('{"no": "type"}') is None
+    assert parser.parse('{"type": "response.brand_new"}') is None
+    assert parser.parse('{"type": "mcp_list_tools.completed"}') is None
+    event = parser.parse(b'{"type": "conversation.item.created", "item": {"id": "a"}}')
+    assert event is not None and event.type is ServerEventType.ITEM_ADDED
+    stats = parser.stats
+    assert (stats.malformed_json, stats.not_an_object, stats.missing_type) == (2, 1, 1)
+    assert stats.unknown_types == {"response.brand_new": 1}
+    assert (stats.ignored, stats.parsed, stats.dropped) == (1, 1, 5)
+
+
+# --- the dispatcher ----------------------------------------------------------------------------
+
+parsed_events = st.builds(
+    lambda event_type, data: ServerEvent(event_type, {**data, "type": event_type.value}),
+    st.sampled_from(list(ServerEventType)),
+    st.fixed_dictionaries({}, optional={name: json_values for name in FIELD_NAMES}),
+)
+light_events = st.builds(
+    lambda event_type, data: ServerEvent(event_type, {**data, "type": event_type.value}),
+    st.sampled_from(list(ServerEventType)),
+    st.dictionaries(st.sampled_from(FIELD_NAMES), scalars, max_size=3),
+)
+
+
+class Failing(Exception):
+    pass
+
+
+@FAST
+@given(
+    st.lists(light_events, min_size=1, max_size=10),
+    st.lists(st.sampled_from(["ok", "value", "key", "type", "custom"]), min_size=1, max_size=5),
+    st.lists(st.sampled_from(list(ServerEventType)), max_size=3, unique=True),
+)
+def test_dispatcher_contains_raising_handlers(
+    events: list[ServerEvent], behaviours: list[str], typed: list[ServerEventType]
+) -> None:
+    dispatcher = Dispatcher()
+    seen: list[list[ServerEvent]] = [[] for _ in behaviours]
+    errors: dict[str, type[Exception]] = {
+        "value": ValueError,
+        "key": KeyError,
+        "type": TypeError,
+        "custom": Failing,
+    }
+
+    def make(index: int, behaviour: str) -> Any:
+        def handler(event: ServerEvent) -> None:
+            seen[index].append(event)
+            if behaviour != "ok":
+                raise errors[behaviour](behaviour)
+
+        return handler
+
+    for index, behaviour in enumerate(behaviours):
+        dispatcher.add(make(index, behaviour))  # every event
+    typed_seen: list[ServerEvent] = []
+
+    def typed_handler(event: ServerEvent) -> None:
+        typed_seen.append(event)
+        raise RuntimeError("typed handler fails too")
+
+    if typed:
+        dispatcher.add(typed_handler, *typed)
+
+    with capture_logs() as logs:
+        for event in events:
+            dispatcher.dispatch(event)  # must not raise
+
+    raising = sum(b != "ok" for b in behaviours)
+    typed_hits = [e for e in events if e.type in set(typed)]
+    assert all(s == events for s in seen)
+    assert typed_seen == typed_hits
+    assert dispatcher.dispatched == len(events)
+    assert dispatcher.handler_errors == raising * len(events) + len(typed_hits)
+    failed = [entry for entry in logs if entry["event"] == "handler_failed"]
+    assert len(failed) == dispatcher.handler_errors
+
+
+def feed_app(tmp: Path, events: list[ServerEvent]) -> tuple[VoiceBot, list[str]]:
+    """The real app's wiring (not connected) fed ``events``; the handlers that failed."""
+
+    async def body() -> VoiceBot:
+        settings = load_settings(
+            {
+                "url": "ws://127.0.0.1:9/v1",
+                "openai_api_key": "sk-test",
+                "transcript_path": str(tmp / "t.jsonl"),
+                "summarizer": "extractive",
+                "summary_threshold": "50",
+                "summary_keep_items": "1",
+                "tools": "current_time",
+            }
+        )
+        bot = VoiceBot(settings, RunOptions(text=True, text_lines=asyncio.Queue()), RecordingView())
+        await bot._start()  # builds everything; nothing connects until _serve
+        try:
+            for event in events:
+                bot.dispatcher.dispatch(event)  # must not raise
+                await asyncio.sleep(0)  # let spawned tasks (tools, compaction) take a step
+        finally:
+            await bot._shutdown()
+        return bot
+
+    with capture_logs() as logs:
+        bot = asyncio.run(body())
+    failed = [str(e["handler"]) for e in logs if e["event"] == "handler_failed"]
+    assert len(failed) == bot.dispatcher.handler_errors
+    assert bot.dispatcher.dispatched == len(events)
+    assert bot.tasks.failures == 0
+    return bot, failed
+
+
+APP_OWN_HANDLERS = "VoiceBot._on_"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(parsed_events, min_size=1, max_size=30))
+def test_app_wiring_takes_arbitrary_events(tmp_path_factory: Any, events: list[Any]) -> None:
+    """State, compaction runner and tool calls never fail on arbitrary events."""
+    _, failed = feed_app(tmp_path_factory.mktemp("app"), events)
+    assert [h for h in failed if not h.startswith(APP_OWN_HANDLERS)] == []
+
+
+KNOWN_APP_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="app.py's own handlers (_on_error, _on_response_done) call .get() on payload "
+    "fields of the wrong type; the dispatcher contains it and skips the handler",
+)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        pytest.param(
+            ServerEvent(ServerEventType.ERROR, {"type": "error", "error": ["not", "an", "object"]}),
+            marks=KNOWN_APP_BUG,
+            id="error-list",
+        ),
+        pytest.param(
+            ServerEvent(ServerEventType.RESPONSE_DONE, {"type": "response.done", "response": [1]}),
+            marks=KNOWN_APP_BUG,
+            id="response-list",
+        ),
+        pytest.param(
+            ServerEvent(
+                ServerEventType.RESPONSE_DONE,
+                {"type": "response.done", "response": {"id": "r", "usage": {"input_tokens": "x"}}},
+            ),
+            id="usage-string",
+        ),
+    ],
+)
+def test_app_own_handlers_take_malformed_events(tmp_path: Path, event: ServerEvent) -> None:
+    _, failed = feed_app(tmp_path, [event])
+    assert failed == []
+
+
+# --- ConversationState -------------------------------------------------------------------------
+
+IDS = ["a", "b", "c", "d", "e"]
+ABSENT = "<absent>"
+ids = st.sampled_from(IDS)
+previous_ids = st.sampled_from([ABSENT, None, "root", "missing", *IDS])
+odd_ints = st.one_of(
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.none(),
+    st.text(max_size=4),
+    st.floats(allow_nan=True),
+    st.booleans(),
+)
+usages = st.one_of(
+    st.none(),
+    st.text(max_size=4),
+    st.lists(odd_ints, max_size=2),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "input_tokens": odd_ints,
+            "output_tokens": odd_ints,
+            "total_tokens": odd_ints,
+            "input_token_details": st.one_of(
+                st.none(), st.dictionaries(st.sampled_from(["text_tokens", "x"]), odd_ints)
+            ),
+            "output_token_details": json_values,
+        },
+    ),
+)
+
+
+def item_json(item_id: str, role: str, status: str | None, text: str | None) -> JSON:
+    item: JSON = {"id": item_id, "type": "message", "role": role}
+    if status is not None:
+        item["status"] = status
+    if text is not None:
+        part = "input_text" if role == "user" else "output_text"
+        item["content"] = [{"type": part, "text": text}]
+    return item
+
+
+roles = st.sampled_from(["user", "assistant", "system"])
+statuses = st.sampled_from([None, "in_progress", "completed", "incomplete"])
+texts = st.one_of(st.none(), st.text(max_size=12))
+response_ids = st.sampled_from(["r1", "r2", "r3"])
+
+structured_steps = st.one_of(
+    st.tuples(st.just("added"), ids, previous_ids, roles, statuses, texts),
+    st.tuples(st.just("created_beta"), ids, previous_ids, roles, statuses, texts),
+    st.tuples(st.just("done"), ids, previous_ids, roles, statuses, texts),
+    st.tuples(st.just("deleted"), st.sampled_from([*IDS, "missing"])),
+    st.tuples(st.just("truncated"), ids, odd_ints),
+    st.tuples(st.just("transcript"), ids, st.text(max_size=10)),
+    st.tuples(st.just("transcript_failed"), ids),
+    st.tuples(st.just("transcript_delta"), ids, json_values),
+    st.tuples(st.just("output_added"), response_ids, ids),
+    st.tuples(st.just("audio_delta"), response_ids, ids, st.text(max_size=16)),
+    st.tuples(st.just("text_delta"), response_ids, ids, json_values),
+    st.tuples(st.just("created"), response_ids),
+    st.tuples(
+        st.just("response_done"),
+        response_ids,
+        st.sampled_from(["completed", "cancelled", "incomplete", "failed", 7, None]),
+        usages,
+        st.lists(st.one_of(st.builds(lambda i: {"id": i}, ids), json_values), max_size=3),
+    ),
+    st.tuples(st.just("speech"), ids, odd_ints, odd_ints),
+    st.tuples(st.just("interrupt"), st.floats(min_value=-1e6, max_value=1e9), ids),
+    st.tuples(st.just("new_session")),
+)
+random_steps = st.tuples(st.just("random"), event_dicts)
+
+
+def to_event(parser: EventParser, data: JSON) -> ServerEvent | None:
+    return parser.parse(json.dumps(data))
+
+
+def step_event(step: tuple[Any, ...]) -> JSON | None:
+    """The wire event of a structured step (None for steps that call the state directly)."""
+    kind = step[0]
+    if kind in ("added", "created_beta", "done"):
+        _, item_id, previous, role, status, text = step
+        wire = {
+            "added": "conversation.item.added",
+            "created_beta": "conversation.item.created",
+            "done": "conversation.item.done",
+        }[kind]
+        data: JSON = {"type": wire, "item": item_json(item_id, role, status, text)}
+        if previous != ABSENT:
+            data["previous_item_id"] = previous
+        return data
+    if kind == "deleted":
+        return {"type": "conversation.item.deleted", "item_id": step[1]}
+    if kind == "truncated":
+        return {
+            "type": "conversation.item.truncated",
+            "item_id": step[1],
+            "content_index": 0,
+            "audio_end_ms": step[2],
+        }
+    if kind == "transcript":
+        return {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": step[1],
+            "transcript": step[2],
+        }
+    if kind == "transcript_failed":
+        return {
+            "type": "conversation.item.input_audio_transcription.failed",
+            "item_id": step[1],
+            "error": {"code": "x"},
+        }
+    if kind == "transcript_delta":
+        return {
+            "type": "conversation.item.input_audio_transcription.delta",
+            "item_id": step[1],
+            "delta": step[2],
+        }
+    if kind == "output_added":
+        return {
+            "type": "response.output_item.added",
+            "response_id": step[1],
+            "item": item_json(step[2], "assistant", "in_progress", None),
+        }
+    if kind == "audio_delta":
+        return {
+            "type": "response.output_audio.delta",
+            "response_id": step[1],
+            "item_id": step[2],
+            "delta": step[3],
+        }
+    if kind == "text_delta":
+        return {
+            "type": "response.output_audio_transcript.delta",
+            "response_id": step[1],
+            "item_id": step[2],
+            "delta": step[3],
+        }
+    if kind == "created":
+        return {"type": "response.created", "response": {"id": step[1]}}
+    if kind == "response_done":
+        _, response_id, status, usage, output = step
+        return {
+            "type": "response.done",
+            "response": {"id": response_id, "status": status, "usage": usage, "output": output},
+        }
+    if kind == "speech":
+        return {
+            "type": "input_audio_buffer.speech_started",
+            "item_id": step[1],
+            "audio_start_ms": step[2],
+            "audio_end_ms": step[3],
+        }
+    if kind == "random":
+        return dict(step[1])
+    return None
+
+
+class ReferenceOrder:
+    """The server's item order as the protocol defines it: a plain list."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def place(self, item_id: str, previous: Any, *, move: bool) -> None:
+        if item_id in self.ids:
+            if not move:
+                return
+            self.ids.remove(item_id)
+        if previous == ABSENT:
+            self.ids.append(item_id)
+        elif previous is None or previous == "root":
+            self.ids.insert(0, item_id)
+        elif previous in self.ids:
+            self.ids.insert(self.ids.index(previous) + 1, item_id)
+        else:  # an id the server does not hold: the client appends
+            self.ids.append(item_id)
+
+    def apply(self, step: tuple[Any, ...], known: set[str]) -> None:
+        kind = step[0]
+        if kind in ("added", "created_beta"):
+            self.place(step[1], step[2], move=step[2] != ABSENT)
+        elif kind == "done" and step[1] not in known:
+            self.place(step[1], step[2], move=True)
+        elif kind == "deleted" and step[1] in self.ids:
+            self.ids.remove(step[1])
+        elif kind in ("output_added", "audio_delta", "text_delta") and step[2] not in known:
+            if kind == "audio_delta" and not isinstance(step[3], str):
+                return
+            if kind == "text_delta" and not isinstance(step[3], str):
+                return
+            self.ids.append(step[2])
+        elif kind == "new_session":
+            self.ids.clear()
+
+
+def check_invariants(state: ConversationState) -> None:
+    order = state.order
+    assert len(order) == len(set(order)), order
+    for item_id in order:
+        item = state.items[item_id]
+        assert item.on_server and not item.deleted, item
+    for item in state.items.values():
+        assert (item.id in order) == item.on_server, item
+    assert state.window_tokens >= 0
+    usage = state.usage
+    assert min(usage.input_tokens, usage.output_tokens, usage.total_tokens) >= 0
+    assert state.streaming_item_id is None or state.streaming_item_id in state.items
+
+
+def run_steps(steps: list[tuple[Any, ...]], *, check_model: bool) -> list[JSON]:
+    with capture_logs():
+        return _run_steps(steps, check_model=check_model)
+
+
+def _run_steps(steps: list[tuple[Any, ...]], *, check_model: bool) -> list[JSON]:
+    records: list[JSON] = []
+    state = ConversationState(on_record=records.append)
+    parser = EventParser()
+    model = ReferenceOrder()
+    for step in steps:
+        known = set(state.items)
+        if step[0] == "interrupt":
+            state.interrupt(step[1], step[2])
+        elif step[0] == "new_session":
+            state.reset_for_new_session()
+            state.seed_events("ga")
+        else:
+            data = step_event(step)
+            assert data is not None
+            event = to_event(parser, data)
+            if event is not None:
+                state.apply(event)
+        check_invariants(state)
+        if step[0] == "deleted":
+            assert step[1] not in state.order
+            if step[1] in state.items:
+                assert state.items[step[1]].deleted
+        if step[0] in ("added", "created_beta") and step[2] in state.order and step[2] != step[1]:
+            # Resolvable previous_item_id: the item sits right after it.
+            index = state.order.index(step[1])
+            assert index > 0 and state.order[index - 1] == step[2]
+        if step[0] in ("added", "created_beta") and step[2] in (None, "root"):
+            assert state.order[0] == step[1]
+        if check_model:
+            model.apply(step, known)
+            assert state.order == model.ids, (step, state.order, model.ids)
+    records.extend(state.flush_records())
+    return records
+
+
+@FAST
+@given(st.lists(structured_steps, max_size=40))
+def test_state_matches_the_reference_order(steps: list[tuple[Any, ...]]) -> None:
+    records = run_steps(steps, check_model=True)
+    turns = [r["item_id"] for r in records if r["type"] == "turn"]
+    assert len(turns) == len(set(turns)), "a turn recorded twice"
+
+
+@FAST
+@given(st.lists(st.one_of(structured_steps, random_steps), max_size=40))
+def test_state_survives_malformed_sequences(steps: list[tuple[Any, ...]]) -> None:
+    records = run_steps(steps, check_model=False)
+    turns = [r["item_id"] for r in records if r["type"] == "turn"]
+    assert len(turns) == len(set(turns)), "a turn recorded twice"
+
+
+@pytest.mark.parametrize("tokens", [-5, -(10**9)])
+def test_negative_usage_keeps_the_window_non_negative(tokens: int) -> None:
+    state = ConversationState()
+    parser = EventParser()
+    event = to_event(
+        parser,
+        {
+            "type": "response.done",
+            "response": {"id": "r", "usage": {"input_tokens": tokens, "output_tokens": 3}},
+        },
+    )
+    assert event is not None
+    state.apply(event)
+    assert state.window_tokens >= 0
+    assert state.usage.input_tokens >= 0
