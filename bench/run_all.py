@@ -1,0 +1,141 @@
+"""Run every benchmark and print one markdown table; `--update-readme` writes it into README.md.
+
+Each module of `BENCHES` that exists in bench/ and has `figures(quick)` runs in turn, in this
+process (`--quick` passes through). A missing module, a rig benchmark without the PulseAudio
+rig (vmic/vspk), or a benchmark that fails becomes a row saying so, and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from common import Figure, machine
+
+BENCH_DIR = Path(__file__).resolve().parent
+README = BENCH_DIR.parent / "README.md"
+BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
+
+BENCHES = [
+    "cli_help",
+    "barge_in",
+    "cpu",
+    "loop_lag",
+    "two_hour",
+    "memory",
+    "concurrent_sessions",
+]
+RIG_BENCHES = frozenset({"barge_in", "cpu"})
+"""Benchmarks that play into / record the PulseAudio rig (`scripts/audio-rig.sh start`)."""
+
+
+def rig_problem() -> str | None:
+    """Why the PulseAudio rig (sinks vmic and vspk) is not usable; None when it is.
+
+    bench/rig.py's own check when it is there (it also asks PortAudio), else pactl's view.
+    """
+    try:
+        from rig import rig_problem as check
+    except ImportError:
+        pass
+    else:
+        problem: str | None = check()
+        return problem
+    if shutil.which("pactl") is None:
+        return "pactl is not installed"
+    try:
+        info = subprocess.run(["pactl", "info"], capture_output=True, timeout=5, check=False)
+        sinks = subprocess.run(
+            ["pactl", "list", "short", "sinks"], capture_output=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"pactl failed: {exc}"
+    if info.returncode != 0:
+        return "PulseAudio is not running (bash scripts/audio-rig.sh start)"
+    names = {line.split()[1] for line in sinks.stdout.decode().splitlines() if line.split()[1:]}
+    if not {"vmic", "vspk"} <= names:
+        return "the vmic/vspk sinks are missing (bash scripts/audio-rig.sh start)"
+    return None
+
+
+def run_bench(name: str, quick: bool) -> tuple[list[Figure], float]:
+    """The figures of one benchmark (or one row saying why there are none), and its time."""
+    started = time.monotonic()
+    if not (BENCH_DIR / f"{name}.py").exists():
+        return [Figure(f"`{name}`", "not run", note=f"bench/{name}.py does not exist yet")], 0.0
+    if name in RIG_BENCHES and (problem := rig_problem()) is not None:
+        return [Figure(f"`{name}`", "not run", note=f"needs the audio rig: {problem}")], 0.0
+    try:
+        module = importlib.import_module(name)
+        if not hasattr(module, "figures"):
+            return [Figure(f"`{name}`", "not run", note="the module has no figures()")], 0.0
+        figures: list[Figure] = module.figures(quick)
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        figures = [Figure(f"`{name}`", "failed", note=f"{type(exc).__name__}: {exc}")]
+    return figures, time.monotonic() - started
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(figures: Sequence[Figure]) -> str:
+    lines = ["| figure | project | baseline | target | note |", "| --- | --- | --- | --- | --- |"]
+    for f in figures:
+        cells = (f.name, f.project, f.baseline, f.target, f.note)
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def heading(quick: bool, only: Sequence[str] | None = None) -> str:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python bench/run_all.py" + (" --quick" if quick else "")
+    if only:
+        command += " --only " + " ".join(only)
+    return f"Measured {now} on {machine()} with `{command}`."
+
+
+def update_readme(block: str, readme: Path = README) -> None:
+    """Replace what is between the bench-table markers with `block`."""
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme} has no {BEGIN} / {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (CI, smoke)")
+    parser.add_argument(
+        "--update-readme", action="store_true", help="write the table into README.md"
+    )
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", choices=BENCHES, help="run only these benchmarks"
+    )
+    args = parser.parse_args()
+    figures: list[Figure] = []
+    for name in args.only or BENCHES:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        rows, seconds = run_bench(name, args.quick)
+        figures.extend(rows)
+        print(f"  {name}: {len(rows)} figure(s) in {seconds:.1f} s", file=sys.stderr, flush=True)
+    block = f"{heading(args.quick, args.only)}\n\n{markdown_table(figures)}"
+    print(block)
+    if args.update_readme:
+        update_readme(block)
+        print(f"\nwrote the table into {README}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
