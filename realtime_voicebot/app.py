@@ -440,7 +440,7 @@ class VoiceBot:
         self._response_idle.clear()
 
     def _on_response_done(self, event: ServerEvent) -> None:
-        response = event.get("response") or {}
+        response = _object(event.get("response"))
         status = response.get("status")
         replies: list[tuple[str, str, bool]] = []
         for output in response.get("output") or []:
@@ -487,7 +487,7 @@ class VoiceBot:
         self.view.latency(name, seconds)
 
     def _on_error(self, event: ServerEvent) -> None:
-        error = event.get("error") or {}
+        error = _object(event.get("error"))
         code = str(error.get("code") or error.get("type") or "unknown")
         self.metrics.inc(f"error_{code}")
         if code in EXPECTED_ERRORS:
@@ -738,6 +738,11 @@ class VoiceBot:
             await asyncio.to_thread(path.write_text, text)
         except OSError as exc:
             self.view.error(f"cannot write the metrics file {path}: {exc.strerror or exc}")
+
+
+def _object(value: Any) -> JSON:
+    """A payload field that should be an object; {} when the server sent something else."""
+    return value if isinstance(value, dict) else {}
 
 
 def build_audio(
