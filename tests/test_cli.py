@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -81,3 +83,16 @@ def test_help_does_not_import_heavy_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_readme_quickstart_is_two_lines_and_ci_runs_the_second() -> None:
+    root = Path(__file__).parents[1]
+    readme = (root / "README.md").read_text()
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", quickstart, flags=re.S)
+    lines = [block.strip() for block in blocks]
+    assert lines == ["pip install . && voicebot run --fake-server", "bash scripts/check.sh"]
+    assert "bash scripts/check.sh" in (root / ".ci" / "run").read_text()
+    # The first line's command exists with that flag.
+    result = runner.invoke(app, ["run", "--help"])
+    assert result.exit_code == 0 and "--fake-server" in result.output
