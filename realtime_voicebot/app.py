@@ -133,13 +133,15 @@ class VoiceBot:
         self.completed_replies = 0
         self.user_speaking = False
         self.exit_code = 0
-        self._outbox: asyncio.Queue[JSON] = asyncio.Queue(OUTBOX_LIMIT)
+        self._outbox: asyncio.Queue[tuple[int, JSON]] = asyncio.Queue(OUTBOX_LIMIT)
+        """Client events to send, each with the session (`state.sessions`) it was meant for."""
         self._stop = asyncio.Event()
         self._activity = asyncio.Event()
         self._response_idle = asyncio.Event()
         self._response_idle.set()
         self._speech_stopped_at: float | None = None
-        self._first_delta_seen: set[str] = set()
+        self._first_delta_seen: dict[str, None] = {}
+        """Items whose first audio delta came (an ordered set of the latest few only)."""
         self._first_delta_at: dict[str, float] = {}
         """Arrival of each item's first audio delta, until its first sample plays."""
         self._input_done = asyncio.Event()
@@ -406,7 +408,9 @@ class VoiceBot:
             self.metrics.inc("late_deltas_dropped")
             return
         if item_id not in self._first_delta_seen:
-            self._first_delta_seen.add(item_id)
+            self._first_delta_seen[item_id] = None
+            if len(self._first_delta_seen) > 64:  # an item's deltas come together: plenty
+                del self._first_delta_seen[next(iter(self._first_delta_seen))]
             self._first_delta_at[item_id] = time.monotonic()
             if len(self._first_delta_at) > 64:  # items flushed before they ever played
                 del self._first_delta_at[next(iter(self._first_delta_at))]
@@ -493,6 +497,12 @@ class VoiceBot:
         if code in EXPECTED_ERRORS:
             log.debug("server_error_expected", code=code)
             return
+        if self.runner is not None and self.runner.owns_request(error.get("event_id")):
+            # A rejected summary create or delete: the compaction retries it, nothing to show.
+            log.info(
+                "compaction_request_rejected", code=code, client_event_id=error.get("event_id")
+            )
+            return
         log.warning(
             "server_error",
             event_type=event.type.value,
@@ -535,6 +545,13 @@ class VoiceBot:
         assert self.client is not None
         for seed in self.state.seed_events(self.dialect):
             await self.client.send(seed)
+        # Typed lines the old session lost or never answered: again, after the seed.
+        resent = self.state.typed_turn_events(self.dialect)
+        if resent:
+            self.metrics.inc("typed_turns_resent", len(resent) - 1)
+            self._response_idle.clear()
+        for event in resent:
+            await self.client.send(event)
 
     def _on_connection_state(self, state: ConnectionState, detail: str) -> None:
         self.view.status(state.value)
@@ -542,9 +559,15 @@ class VoiceBot:
             self.view.notice(f"connection lost: {detail}")
 
     def is_idle(self) -> bool:
-        """No reply running or playing and the user not speaking: a safe moment to roll over."""
+        """No reply running or playing or owed to a typed line, and the user not speaking:
+        a safe moment to roll over."""
         playing = self.audio_out is not None and self.audio_out.is_audible
-        return self.state.active_response_id is None and not self.user_speaking and not playing
+        return (
+            self.state.active_response_id is None
+            and not self.state.pending_typed_ids
+            and not self.user_speaking
+            and not playing
+        )
 
     # --- sending -----------------------------------------------------------------------------
 
@@ -552,7 +575,7 @@ class VoiceBot:
         """Queue client events for the sender task, in order; never blocks."""
         for event in events:
             try:
-                self._outbox.put_nowait(event)
+                self._outbox.put_nowait((self.state.sessions, event))
             except asyncio.QueueFull:
                 self.metrics.inc("outbox_dropped")
                 log.warning("outbox_full", event_type=event.get("type"))
@@ -563,7 +586,10 @@ class VoiceBot:
     async def _drain_outbox(self) -> None:
         assert self.client is not None
         while True:
-            event = await self._outbox.get()
+            session, event = await self._outbox.get()
+            if session != self.state.sessions:  # taken out just before a new session began
+                self.metrics.inc("outbox_discarded_on_new_session")
+                continue
             if not await self.client.send(event):
                 self.metrics.inc("sends_skipped_offline")
 
@@ -643,7 +669,9 @@ class VoiceBot:
                 await self._response_idle.wait()
             self.metrics.inc("text_turns")
             self.view.user_said(text)
-            self.send_soon(ev.message_create("user", text, self.dialect), ev.response_create())
+            # Pending until answered: a new session re-sends it if this one loses it.
+            self.state.add_typed_turn(text)
+            self.send_soon(*self.state.typed_turn_events(self.dialect))
             self._response_idle.clear()
         if self.options.text:  # in voice mode the microphone (or file) is the input
             self._input_done.set()

@@ -452,6 +452,8 @@ async def test_rejected_deletes_are_retried_and_state_matches_the_server(tmp_pat
     metrics = observer.runner.metrics
     assert metrics.delete_retries == 2 and metrics.delete_failures == 0
     check_compaction(observer.seen[0], session, 2)
+    # The compaction handled those errors itself: nothing alarming on the user's screen.
+    assert running.view.errors == []
     assert running.bot.state.order == session.conversation.ids
 
 

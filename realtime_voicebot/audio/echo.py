@@ -15,6 +15,7 @@ player's `PlaybackTap` (what was actually handed to the device, silence included
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,10 +24,12 @@ from realtime_voicebot.audio.devices import AudioUnavailableError
 from realtime_voicebot.audio.output import PlaybackTap
 from realtime_voicebot.audio.resample import (
     API_SAMPLE_RATE,
-    DBFS_FLOOR,
+    PCM16_FULL_SCALE_SQUARED,
     Int16Array,
     StreamResampler,
+    mean_square_dbfs,
     rms_dbfs,
+    sum_of_squares,
 )
 from realtime_voicebot.config import EchoMode
 
@@ -60,8 +63,68 @@ def reference_level_dbfs(reference: Int16Array, frame_samples: int) -> float:
     if frames == 0:
         return rms_dbfs(reference)
     shaped = reference[: frames * frame_samples].astype(np.float64).reshape(frames, frame_samples)
-    loudest = float(np.max(np.mean((shaped / 32768.0) ** 2, axis=1)))
-    return DBFS_FLOOR if loudest <= 0 else max(DBFS_FLOOR, 10.0 * float(np.log10(loudest)))
+    loudest = float(np.max(np.einsum("ij,ij->i", shaped, shaped))) / frame_samples
+    return mean_square_dbfs(loudest / PCM16_FULL_SCALE_SQUARED)
+
+
+class ReferenceMeter:
+    """The loudest frame of the last `window_samples` played, updated incrementally.
+
+    Each call reads only the samples played since the previous one (one block, usually one
+    frame: a single dot product) instead of re-measuring the whole window every mic block.
+    Frames are `frame_samples` long; the newest, partial frame counts too.
+    """
+
+    def __init__(self, tap: PlaybackTap, window_samples: int, frame_samples: int) -> None:
+        self.tap = tap
+        self.frame_samples = frame_samples
+        self.window_samples = min(window_samples, tap.capacity)
+        self._frames: deque[float] = deque(maxlen=max(1, window_samples // frame_samples))
+        """Sums of squares of the latest complete frames."""
+        self._partial_sum = 0.0
+        self._partial_len = 0
+        self._position = tap.total_samples
+
+    def level_dbfs(self) -> float:
+        """RMS level of the loudest frame in the window, in dBFS."""
+        self._catch_up()
+        loudest = max(self._frames, default=0.0) / self.frame_samples
+        if self._partial_len:
+            loudest = max(loudest, self._partial_sum / self._partial_len)
+        return mean_square_dbfs(loudest / PCM16_FULL_SCALE_SQUARED)
+
+    def _catch_up(self) -> None:
+        end = self.tap.total_samples
+        if end == self._position:
+            return
+        start = max(self._position, end - self.window_samples)
+        if start != self._position:  # more than the window went by: measure the window anew
+            self._frames.clear()
+            self._partial_sum, self._partial_len = 0.0, 0
+        played, self._position = self.tap.read_since(start)
+        self._add(played)
+
+    def _add(self, played: Int16Array) -> None:
+        size = self.frame_samples
+        if self._partial_len:
+            take = min(size - self._partial_len, int(played.shape[0]))
+            self._partial_sum += sum_of_squares(played[:take])
+            self._partial_len += take
+            played = played[take:]
+            if self._partial_len < size:
+                return
+            self._frames.append(self._partial_sum)
+            self._partial_sum, self._partial_len = 0.0, 0
+        whole = int(played.shape[0]) // size
+        if whole == 1:
+            self._frames.append(sum_of_squares(played[:size]))
+        elif whole > 1:
+            frames = played[: whole * size].astype(np.float64).reshape(whole, size)
+            self._frames.extend(np.einsum("ij,ij->i", frames, frames).tolist())
+        rest = played[whole * size :]
+        if rest.shape[0]:
+            self._partial_sum = sum_of_squares(rest)
+            self._partial_len = int(rest.shape[0])
 
 
 class EchoGate:
@@ -109,6 +172,7 @@ class EchoGate:
         self.frame_samples = max(1, reference.sample_rate // 50)
         self.audible_floor_dbfs = audible_floor_dbfs
         self.sample_rate = sample_rate
+        self._meter = ReferenceMeter(reference, self.window_samples, self.frame_samples)
         self.is_open = False
         self._held: list[bytes] = []
         self._held_ms = 0.0
@@ -132,12 +196,12 @@ class EchoGate:
     def process(self, mic_block_pcm16: bytes) -> bytes:
         self.blocks += 1
         block_ms = len(mic_block_pcm16) / 2 * 1000.0 / self.sample_rate
-        reference_db = reference_level_dbfs(
-            self.reference.recent(self.window_samples), self.frame_samples
-        )
+        reference_db = self._meter.level_dbfs()
         if reference_db <= self.audible_floor_dbfs:
             self.is_open = False
             self._quiet_ms = 0.0
+            if not self._held:
+                return mic_block_pcm16
             return self._release_held(keep=True) + mic_block_pcm16
         mic_db = rms_dbfs(np.frombuffer(mic_block_pcm16, dtype=np.int16))
         excess_db = mic_db - reference_db

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,8 +26,10 @@ from realtime_voicebot.audio.devices import (
 from realtime_voicebot.audio.resample import (
     API_SAMPLE_RATE,
     DBFS_FLOOR,
+    PCM16_FULL_SCALE_SQUARED,
     StreamResampler,
-    rms_dbfs,
+    mean_square_dbfs,
+    sum_of_squares,
 )
 
 if TYPE_CHECKING:
@@ -96,7 +99,10 @@ class MicrophoneInput:
         """Why the stream stopped on its own (None while it runs or after `stop`)."""
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[tuple[int, int] | None] | None = None
+        self._ready: deque[tuple[int, int] | None] | None = None
+        """Slots handed to the loop, in order; None is the stop sentinel. Bounded by
+        `_pending` (at most `queue_blocks` slots) plus one sentinel."""
+        self._waiter: asyncio.Future[None] | None = None
         self._slots = np.zeros((0, 0), dtype=np.int16)
         self._next_slot = 0
         self._pending = 0  # slots handed to the loop and not yet read
@@ -117,7 +123,8 @@ class MicrophoneInput:
         self._slots = np.zeros((self.queue_blocks, self.block_frames), dtype=np.int16)
         self._next_slot = 0
         self._pending = 0
-        self._queue = asyncio.Queue(maxsize=self.queue_blocks + 1)  # + 1: the stop sentinel
+        self._ready = deque()
+        self._waiter = None
         self._resampler = StreamResampler(rate, API_SAMPLE_RATE)
         self._closed = False
         self.device_error = None
@@ -155,9 +162,8 @@ class MicrophoneInput:
         if stream is not None:
             stream.stop()
             stream.close()
-        if self._queue is not None:
-            with contextlib.suppress(asyncio.QueueFull):  # the sentinel has its own slot
-                self._queue.put_nowait(None)
+        if self._ready is not None:
+            self._wake_reader()
 
     async def __aenter__(self) -> MicrophoneInput:
         await self.start()
@@ -202,17 +208,21 @@ class MicrophoneInput:
     # --- event loop -------------------------------------------------------------------------
 
     def _wake_reader(self) -> None:
-        assert self._queue is not None
-        with contextlib.suppress(asyncio.QueueFull):  # the sentinel has its own slot
-            self._queue.put_nowait(None)
+        """Queue the stop sentinel (once) and wake the reader."""
+        assert self._ready is not None
+        if None not in self._ready:
+            self._ready.append(None)
+        self._notify()
 
     def _enqueue(self, slot: int, frames: int) -> None:
-        assert self._queue is not None
-        try:
-            self._queue.put_nowait((slot, frames))
-        except asyncio.QueueFull:  # pragma: no cover - _pending bounds the queue
-            self.dropped_blocks += 1
-            self._release_slot()
+        assert self._ready is not None
+        self._ready.append((slot, frames))  # bounded: `_pending` caps the slots in flight
+        self._notify()
+
+    def _notify(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _release_slot(self) -> None:
         with self._lock:
@@ -224,21 +234,30 @@ class MicrophoneInput:
         Raises AudioDeviceError once the stream has stopped on its own (the device failed),
         after the blocks captured before that.
         """
-        if self._queue is None:
+        ready = self._ready
+        if ready is None:
             raise RuntimeError("MicrophoneInput.read() before start()")
         assert self._resampler is not None
         while True:
-            if self._closed and self._queue.empty():
+            if self._closed and not ready:
                 return b""
-            entry = await self._queue.get()
-            if entry is None:
+            if not ready:
+                self._waiter = asyncio.get_running_loop().create_future()
+                await self._waiter
+                continue
+            entry = ready[0]
+            if entry is None:  # the sentinel stays: every later read ends too
                 if self.device_error is not None and not self._closed:
                     raise AudioDeviceError(self.device_error)
                 return b""
+            ready.popleft()
             slot, frames = entry
             try:
                 raw = self._slots[slot, :frames]
-                self.level_dbfs = rms_dbfs(raw)
+                if frames:
+                    self.level_dbfs = mean_square_dbfs(
+                        sum_of_squares(raw) / frames / PCM16_FULL_SCALE_SQUARED
+                    )
                 pcm = self._resampler.process(raw).tobytes()
             finally:
                 self._release_slot()

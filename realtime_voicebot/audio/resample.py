@@ -42,18 +42,31 @@ def bytes_to_pcm16(data: bytes) -> Int16Array:
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
+PCM16_FULL_SCALE_SQUARED = 32768.0 * 32768.0
+
+
+def sum_of_squares(block: npt.NDArray[Any]) -> float:
+    """Sum of the squared samples, in the samples' own units (one dot product, no temporaries
+    beyond a float64 copy: this runs once per audio block)."""
+    values = block.astype(np.float64).ravel()
+    return float(np.dot(values, values))
+
+
+def mean_square_dbfs(mean_square: float) -> float:
+    """A mean square relative to full scale (1.0) in dBFS; `DBFS_FLOOR` for silence."""
+    if mean_square <= 0.0:
+        return DBFS_FLOOR
+    return max(DBFS_FLOOR, 10.0 * math.log10(mean_square))
+
+
 def rms_dbfs(block: npt.NDArray[Any]) -> float:
     """RMS level of int16 or float samples in dBFS (full-scale sine: -3); `DBFS_FLOOR` if silent."""
     if block.size == 0:
         return DBFS_FLOOR
-    if np.issubdtype(block.dtype, np.integer):
-        values = block.astype(np.float64) / 32768.0
-    else:
-        values = block.astype(np.float64)
-    mean_square = float(np.mean(values * values))
-    if mean_square <= 0.0:
-        return DBFS_FLOOR
-    return max(DBFS_FLOOR, 10.0 * math.log10(mean_square))
+    mean_square = sum_of_squares(block) / block.size
+    if block.dtype.kind in "iu":  # integer PCM
+        mean_square /= PCM16_FULL_SCALE_SQUARED
+    return mean_square_dbfs(mean_square)
 
 
 def to_mono(samples: npt.NDArray[Any]) -> npt.NDArray[Any]:

@@ -173,6 +173,10 @@ class CompactionRunner:
         if event.type in _WAKE_ON:
             self._wakeup.set()
 
+    def owns_request(self, event_id: object) -> bool:
+        """Whether an ``error`` answering this client event id is the compaction's to handle."""
+        return self._compaction is not None and self._compaction.tracks(event_id)
+
     def on_new_session(self) -> None:
         """A new, blank session: drop the compaction in flight; nothing more is sent for it.
 

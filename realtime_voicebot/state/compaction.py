@@ -69,6 +69,8 @@ class Compaction:
     _done: bool = field(default=False, init=False)
     _dialect: Dialect = field(default="ga", init=False)
     _requests: dict[str, tuple[RequestKind, str]] = field(default_factory=dict, init=False)
+    _sent_ids: set[str] = field(default_factory=set, init=False)
+    """Every client event id this compaction sent: its errors are its own to handle."""
     _attempts: dict[str, int] = field(default_factory=dict, init=False)
     _outstanding: list[str] = field(default_factory=list, init=False)
 
@@ -171,6 +173,10 @@ class Compaction:
         self._done = True
         self.state.forget_summary(self.summary_item_id)
 
+    def tracks(self, event_id: object) -> bool:
+        """Whether a client event with this id was sent by this compaction."""
+        return str(event_id) in self._sent_ids
+
     # --- internals -----------------------------------------------------------------------
 
     def _is_summary(self, item_id: str) -> bool:
@@ -179,6 +185,7 @@ class Compaction:
 
     def _track(self, event: JSON, kind: RequestKind, item_id: str) -> JSON:
         self._requests[event["event_id"]] = (kind, item_id)
+        self._sent_ids.add(event["event_id"])
         self._attempts[item_id] = self._attempts.get(item_id, 0) + 1
         return event
 

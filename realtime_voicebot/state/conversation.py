@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from realtime_voicebot.transport.events import (
     item_text,
     item_truncate,
     message_create,
+    response_create,
 )
 
 log = structlog.get_logger(component="conversation")
@@ -77,7 +79,7 @@ def cut_words(text: str, fraction: float) -> str:
     return " ".join(words[: max(0, math.floor(len(words) * fraction))])
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     """One conversation item as we know it (whether or not the server still holds it).
 
@@ -108,6 +110,8 @@ class Item:
     restored: bool = False
     name: str | None = None
     call_id: str | None = None
+    recorded: bool = False
+    """Written to the transcript (or restored from one): never recorded again."""
 
     @property
     def done(self) -> bool:
@@ -174,7 +178,31 @@ def _dict(value: Any) -> JSON:
     return value if isinstance(value, dict) else {}
 
 
+@dataclass
+class TypedTurn:
+    """A typed user line the server has not answered yet (kept across sessions).
+
+    ``sent_in`` is the session it was last sent to, ``confirmed`` whether that session
+    holds its item, ``response_id`` the response answering it there.
+    """
+
+    item_id: str
+    sent_in: int | None = None
+    confirmed: bool = False
+    response_id: str | None = None
+
+
 RecordSink = Callable[[JSON], None]
+
+RESPONSES_KEPT = 256
+"""Responses whose status (and cancellation) is remembered; an hour-long conversation has a
+few hundred, so memory stays flat however long it runs."""
+
+
+def _forget_oldest(entries: dict[str, Any], keep: int) -> None:
+    """Trim an insertion-ordered dict to its newest `keep` entries."""
+    while len(entries) > keep:
+        del entries[next(iter(entries))]
 
 
 class RoleText(Protocol):
@@ -215,20 +243,21 @@ class ConversationState:
         """False until a response.done has measured the window since the last compaction."""
         self.active_response_id: str | None = None
         self.responses: dict[str, str] = {}
+        """Status of the latest `RESPONSES_KEPT` responses by id (older ones are forgotten)."""
         self.streaming_item_id: str | None = None
         self.compaction_in_flight = False
         self.user_turns_since_compaction = 0
         self.sessions = 1
         self._order: list[str] = []
         self._seq = 0
-        self._cancelled: set[str] = set()
+        self._cancelled: dict[str, None] = {}  # an ordered set, bounded like `responses`
         self._carried: list[str] = []
         self._pending_summaries: dict[str, Summary] = {}
         self._pending_seeds: set[str] = set()
+        self._typed: dict[str, TypedTurn] = {}
         self._speech_start_ms: dict[str, int] = {}
         self._speech_ms: dict[str, float] = {}
         self._unsettled: list[str] = []
-        self._recorded: set[str] = set()
         self._records: list[JSON] = []
         self._handlers: dict[ServerEventType, Callable[[ServerEvent], list[JSON]]] = {
             _S.ITEM_ADDED: self._on_item_added,
@@ -280,6 +309,16 @@ class ConversationState:
 
     def is_cancelled(self, response_id: str | None) -> bool:
         return response_id is not None and response_id in self._cancelled
+
+    def _set_response_status(self, response_id: str, status: str) -> None:
+        self.responses[response_id] = sys.intern(status)
+        _forget_oldest(self.responses, RESPONSES_KEPT)
+
+    def _cancel(self, response_id: str) -> None:
+        """Drop this response's late deltas (ids of old responses are forgotten: none of
+        their deltas can still be on the way)."""
+        self._cancelled[response_id] = None
+        _forget_oldest(self._cancelled, RESPONSES_KEPT)
 
     def should_play(self, event: ServerEvent) -> bool:
         """False for an audio delta of a cancelled response or of a truncated item."""
@@ -335,19 +374,20 @@ class ConversationState:
 
     def _update(self, item: Item, data: JSON) -> None:
         """Copy what an item object says (type, role, status, text) onto our item."""
+        # Interned: a handful of distinct values, kept by every item of a long conversation.
         kind = data.get("type")
         if isinstance(kind, str):
-            item.kind = kind
+            item.kind = sys.intern(kind)
         role = data.get("role")
         if isinstance(role, str):
-            item.role = role
+            item.role = sys.intern(role)
         elif item.kind == "function_call":
             item.role = "assistant"
         elif item.kind == "function_call_output":
             item.role = "tool"
         status = data.get("status")
         if isinstance(status, str):
-            item.status = status
+            item.status = sys.intern(status)
         if item.kind == "function_call":
             item.name = data.get("name") or item.name
             item.call_id = data.get("call_id") or item.call_id
@@ -369,7 +409,7 @@ class ConversationState:
                 item.role == "user"
                 and has_audio(data)
                 and not item.transcription_failed
-                and item.id not in self._recorded
+                and not item.recorded
                 and not item.text
             ):
                 item.transcript_pending = True
@@ -397,6 +437,8 @@ class ConversationState:
             self._pending_seeds.discard(item_id)
             item.is_summary = True
             self.summary_item_id = item_id
+        elif item_id in self._typed:
+            self._confirm_typed(item)
         elif first_added and item.kind == "message" and item.role == "user":
             self.user_turns_since_compaction += 1
             if item_id in self._speech_ms:
@@ -416,6 +458,7 @@ class ConversationState:
         item = self._ensure(item_id, "assistant", on_server=True)
         item.response_id = event.response_id or item.response_id
         self._update(item, data)
+        self._answered(item.response_id)
         return []
 
     def _on_item_done(self, event: ServerEvent) -> list[JSON]:
@@ -510,7 +553,7 @@ class ConversationState:
             self._speech_start_ms[event.item_id] = event.get("audio_start_ms")
         if self.interrupt_response and self.active_response_id is not None:
             # The server cancels it: whatever it still sends is late.
-            self._cancelled.add(self.active_response_id)
+            self._cancel(self.active_response_id)
         return []
 
     def _on_speech_stopped(self, event: ServerEvent) -> list[JSON]:
@@ -531,8 +574,11 @@ class ConversationState:
         if response_id is None:
             return []
         self.active_response_id = response_id
-        self.responses[response_id] = "in_progress"
+        self._set_response_status(response_id, "in_progress")
         self._settle_assistants()
+        for turn in self._typed.values():
+            if turn.confirmed and turn.response_id is None:
+                turn.response_id = response_id
         return []
 
     def _on_response_done(self, event: ServerEvent) -> list[JSON]:
@@ -541,11 +587,12 @@ class ConversationState:
         raw_status = response.get("status")
         status = raw_status if isinstance(raw_status, str) else "completed"
         if response_id is not None:
-            self.responses[response_id] = status
+            self._set_response_status(response_id, status)
             if status == "cancelled":
-                self._cancelled.add(response_id)
+                self._cancel(response_id)
         if self.active_response_id == response_id:
             self.active_response_id = None
+        self._answered(response_id)
         streaming = self.items.get(self.streaming_item_id or "")
         if streaming is not None and streaming.response_id == response_id:
             self.streaming_item_id = None
@@ -624,7 +671,7 @@ class ConversationState:
         if item.audio_complete and played_ms >= received:
             return []
         if item.response_id is not None:
-            self._cancelled.add(item.response_id)
+            self._cancel(item.response_id)
         if self.streaming_item_id == item.id:
             self.streaming_item_id = None
         end_ms = math.floor(min(played_ms, received)) if played_ms > 0 else 0
@@ -682,6 +729,56 @@ class ConversationState:
         """Stop waiting for a summary item (its compaction was abandoned)."""
         self._pending_summaries.pop(item_id, None)
 
+    # --- typed turns ---------------------------------------------------------------------
+
+    @property
+    def pending_typed_ids(self) -> list[str]:
+        """Ids of typed lines not answered yet, oldest first."""
+        return list(self._typed)
+
+    def add_typed_turn(self, text: str) -> str:
+        """A line the user typed: a user item with a client-chosen id, pending until answered.
+
+        It is recorded once, when the server first confirms its id. Until a reply to it
+        starts (its first output item) or its response ends, `typed_turn_events` sends it
+        again to every new session; a reply cut by a drop is carried like any other turn.
+        """
+        item = self._new_item(new_item_id("typed"), role="user", text=text, status="completed")
+        self._typed[item.id] = TypedTurn(item.id)
+        return item.id
+
+    def typed_turn_events(self, dialect: Dialect) -> list[JSON]:
+        """Client events for the pending typed lines not yet sent to the current session.
+
+        Each line's ``conversation.item.create`` (its own id, appended), then one
+        ``response.create``; nothing when every pending line was sent to this session.
+        """
+        events: list[JSON] = []
+        for turn in self._typed.values():
+            if turn.sent_in == self.sessions:
+                continue
+            turn.sent_in = self.sessions
+            text = self.items[turn.item_id].text
+            events.append(message_create("user", text, dialect, item_id=turn.item_id))
+        if events:
+            events.append(response_create())
+        return events
+
+    def _answered(self, response_id: str | None) -> None:
+        """The reply to these typed lines began (or their response ended): not re-sent."""
+        if response_id is None:
+            return
+        for turn in [t for t in self._typed.values() if t.response_id == response_id]:
+            del self._typed[turn.item_id]
+
+    def _confirm_typed(self, item: Item) -> None:
+        self._typed[item.id].confirmed = True
+        if item.recorded:  # confirmed again by a later session
+            return
+        self.user_turns_since_compaction += 1
+        self._settle_assistants()
+        self._record_turn(item)
+
     # --- new sessions --------------------------------------------------------------------
 
     def reset_for_new_session(self) -> None:
@@ -690,6 +787,8 @@ class ConversationState:
         The mirror's unsummarized items become carried: the re-seed holds them as text
         and the next compaction summarizes them. A summary that was produced and sent but
         not confirmed before the session ended is adopted: the re-seed carries it.
+        Typed lines not answered yet stay pending, not carried: `typed_turn_events` sends
+        them again, after the seed.
         """
         for summary in list(self._pending_summaries.values()):
             self.adopt_summary(summary)
@@ -697,8 +796,13 @@ class ConversationState:
         for item_id in self._order:
             item = self.items[item_id]
             item.on_server = False
+            if item_id in self._typed:
+                continue
             if not item.summarized and not item.is_summary and item_id not in self._carried:
                 self._carried.append(item_id)
+        for turn in self._typed.values():
+            turn.confirmed = False
+            turn.response_id = None
         self._carried.sort(key=lambda i: self.items[i].seq)
         self._order.clear()
         self.summary_item_id = None
@@ -728,7 +832,7 @@ class ConversationState:
             item = self._new_item(
                 new_item_id("restored"), role=role, text=text, status="completed", restored=True
             )
-            self._recorded.add(item.id)
+            item.recorded = True
             self._carried.append(item.id)
 
     def seed_events(self, dialect: Dialect, max_chars: int = SEED_MAX_CHARS) -> list[JSON]:
@@ -780,7 +884,7 @@ class ConversationState:
         return self.drain_completed_records()
 
     def _item_finished(self, item: Item) -> None:
-        if item.role != "assistant" or item.kind != "message" or item.id in self._recorded:
+        if item.role != "assistant" or item.kind != "message" or item.recorded:
             return
         if item.truncated or not item.on_server or item.summarized:
             self._record_turn(item)
@@ -798,13 +902,13 @@ class ConversationState:
         self._unsettled = keep
 
     def _record_turn(self, item: Item) -> None:
-        if item.id in self._recorded or item.is_summary or item.restored:
+        if item.recorded or item.is_summary or item.restored:
             return
         if item.kind != "message" or item.role not in ("user", "assistant"):
             return
         if item.role == "assistant" and not item.text and not item.truncated:
             return
-        self._recorded.add(item.id)
+        item.recorded = True
         if item.id in self._unsettled:
             self._unsettled.remove(item.id)
         text = item.text or (INAUDIBLE if item.role == "user" else "")

@@ -432,7 +432,7 @@ class RealtimeClient:
                 await self._audio_ready.wait()
                 continue
             try:
-                await ws.send(ev.encode(ev.input_audio_append(block)))
+                await ws.send(ev.input_audio_append_frame(block))
             except ConnectionClosed:
                 return
             self.stats.audio_blocks_sent += 1

@@ -388,6 +388,16 @@ def input_audio_append(pcm16: bytes) -> JSON:
     return _event(ClientEventType.INPUT_APPEND, audio=base64.b64encode(pcm16).decode("ascii"))
 
 
+def input_audio_append_frame(pcm16: bytes) -> str:
+    """`encode(input_audio_append(pcm16))`, built as one string: the microphone sends this
+    50 times a second, and skipping the dict and `json.dumps` halves its cost. Event ids
+    and base64 hold no character JSON escapes."""
+    return (
+        f'{{"type":"{ClientEventType.INPUT_APPEND.value}","event_id":"{new_event_id()}",'
+        f'"audio":"{base64.b64encode(pcm16).decode("ascii")}"}}'
+    )
+
+
 def input_audio_commit() -> JSON:
     return _event(ClientEventType.INPUT_COMMIT)
 
