@@ -614,16 +614,24 @@ class ConversationState:
             self.window_fresh = True
         return []
 
-    def _on_audio_delta(self, event: ServerEvent) -> list[JSON]:
+    def _reply_delta(self, event: ServerEvent) -> tuple[Item, str] | None:
+        """The assistant item a reply delta belongs to (created if unseen) and the delta."""
         item_id = event.item_id
         delta = event.get("delta")
         if item_id is None or not isinstance(delta, str):
-            return []
+            return None
         item = self._ensure(item_id, "assistant", on_server=True)
         item.response_id = event.response_id or item.response_id
+        return item, delta
+
+    def _on_audio_delta(self, event: ServerEvent) -> list[JSON]:
+        found = self._reply_delta(event)
+        if found is None:
+            return []
+        item, delta = found
         item.audio_ms += b64_decoded_size(delta) / PCM_BYTES_PER_MS
         if self.should_play(event):
-            self.streaming_item_id = item_id
+            self.streaming_item_id = item.id
         return []
 
     def _on_audio_done(self, event: ServerEvent) -> list[JSON]:
@@ -635,12 +643,10 @@ class ConversationState:
         return []
 
     def _on_output_text_delta(self, event: ServerEvent) -> list[JSON]:
-        item_id = event.item_id
-        delta = event.get("delta")
-        if item_id is None or not isinstance(delta, str):
+        found = self._reply_delta(event)
+        if found is None:
             return []
-        item = self._ensure(item_id, "assistant", on_server=True)
-        item.response_id = event.response_id or item.response_id
+        item, delta = found
         item.text += delta
         return []
 
