@@ -32,6 +32,7 @@ BENCHES = [
     "two_hour",
     "memory",
     "concurrent_sessions",
+    "soak",
 ]
 RIG_BENCHES = frozenset({"barge_in", "cpu"})
 """Benchmarks that play into / record the PulseAudio rig (`scripts/audio-rig.sh start`)."""

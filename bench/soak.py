@@ -297,21 +297,35 @@ async def run_soak(
 
 def report(result: SoakResult) -> list[Figure]:
     """The soak's figures: each fault and each recovery counted, and the verdict."""
+
+    def listed(counts: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in counts.items())
+
     return [
-        Figure("faults injected (total)", str(result.total_faults), target=">= requested"),
-        *(Figure(f"fault: {k}", str(v)) for k, v in sorted(result.faults.items())),
-        *(Figure(f"recovery: {k}", str(v)) for k, v in result.recoveries.items()),
-        *(Figure(f"dropped by the app: {k}", str(v)) for k, v in result.lost_sends.items()),
-        Figure("user turns typed", str(len(result.typed))),
         Figure(
-            "user turns in the transcript exactly once",
+            "soak: faults injected",
+            str(result.total_faults),
+            target=">= requested",
+            note=listed(dict(sorted(result.faults.items()))),
+        ),
+        Figure(
+            "soak: recoveries",
+            listed({k: result.recoveries.get(k, 0) for k in ("reconnects", "rollovers")}),
+            note=f"{listed(result.recoveries)}; dropped by the app: {listed(result.lost_sends)}",
+        ),
+        Figure(
+            "soak: user turns in the transcript exactly once",
             f"{len(result.typed) - len(result.missing_turns) - len(result.duplicated_turns)}"
             f"/{len(result.typed)}",
             target="all",
             note=f"missing {len(result.missing_turns)}, duplicated {len(result.duplicated_turns)}",
         ),
-        Figure("client connected at the end", str(result.connected_at_end), target="True"),
-        Figure("wall time", f"{result.seconds:.1f} s"),
+        Figure(
+            "soak: client connected at the end",
+            str(result.connected_at_end),
+            target="True",
+            note=f"wall time {result.seconds:.1f} s",
+        ),
     ]
 
 

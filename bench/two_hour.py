@@ -1,6 +1,6 @@
 """A two-hour spoken conversation on the fake server: peak token window and input tokens billed.
 
-400 turns of 4 s of user speech and 8 s of spoken reply (about two hours at real time),
+Two hours of turns of 4 s of user speech and 8 s of spoken reply (about 560 turns),
 spoken into the fake's server VAD and answered in audio, so every turn is counted as audio
 tokens (user 10/s, assistant 20/s; the fake's `TokenRates`). The app is the real VoiceBot;
 the audio is pushed and streamed as fast as the machine allows instead of at real time,
@@ -22,6 +22,7 @@ is not in this benchmark: it only runs at real time from a device.
 from __future__ import annotations
 
 import asyncio
+import math
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -43,6 +44,7 @@ from realtime_voicebot.transport.events import PCM_RATE
 USER_S = 4.0
 REPLY_S = 8.0
 PAUSE_S = 0.8
+TWO_HOURS_S = 2 * 3600.0
 MS_PER_CHAR = 65.0
 BLOCK_SAMPLES = PCM_RATE // 5  # 200 ms blocks: fewer events, the same audio
 TURN_TIMEOUT_S = 30.0
@@ -165,7 +167,7 @@ async def measure(turns: int) -> list[Result]:
 
 
 def figures(quick: bool) -> list[Figure]:
-    turns = 150 if quick else 400
+    turns = 150 if quick else math.ceil(TWO_HOURS_S / (USER_S + REPLY_S + PAUSE_S))
     results = asyncio.run(measure(turns))
     minutes = turns * (USER_S + REPLY_S + PAUSE_S) / 60
     on = results[0]
