@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
+import json
 import shutil
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,21 +66,40 @@ def rig_problem() -> str | None:
     return None
 
 
+MARKER = "figures-json: "
+CHILD = """
+import dataclasses, json, sys
+sys.path.insert(0, sys.argv[1])
+import {name} as module
+figures = module.figures(sys.argv[2] == "quick")
+print({marker!r} + json.dumps([dataclasses.asdict(f) for f in figures]), flush=True)
+"""
+
+
 def run_bench(name: str, quick: bool) -> tuple[list[Figure], float]:
-    """The figures of one benchmark (or one row saying why there are none), and its time."""
+    """The figures of one benchmark (or one row saying why there are none), and its time.
+
+    Each benchmark runs in a fresh interpreter, so one's memory, threads and event loop do
+    not colour the next one's figures (memory growth above all).
+    """
     started = time.monotonic()
     if not (BENCH_DIR / f"{name}.py").exists():
         return [Figure(f"`{name}`", "not run", note=f"bench/{name}.py does not exist yet")], 0.0
     if name in RIG_BENCHES and (problem := rig_problem()) is not None:
         return [Figure(f"`{name}`", "not run", note=f"needs the audio rig: {problem}")], 0.0
-    try:
-        module = importlib.import_module(name)
-        if not hasattr(module, "figures"):
-            return [Figure(f"`{name}`", "not run", note="the module has no figures()")], 0.0
-        figures: list[Figure] = module.figures(quick)
-    except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
-        figures = [Figure(f"`{name}`", "failed", note=f"{type(exc).__name__}: {exc}")]
+    code = CHILD.format(name=name, marker=MARKER)
+    mode = "quick" if quick else "full"
+    child = subprocess.run(
+        [sys.executable, "-c", code, str(BENCH_DIR), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    rows = [line for line in child.stdout.splitlines() if line.startswith(MARKER)]
+    if child.returncode != 0 or not rows:
+        figures = [Figure(f"`{name}`", "failed", note=f"exit code {child.returncode}")]
+    else:
+        figures = [Figure(**row) for row in json.loads(rows[-1][len(MARKER) :])]
     return figures, time.monotonic() - started
 
 

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from realtime_voicebot.app import RunOptions
 from realtime_voicebot.audio.output import AudioPlayer, WavFilePlayer
@@ -135,3 +136,29 @@ async def test_app_records_first_sample_and_silence_metrics_on_a_barge_in(
     assert player.silenced_at >= player.flushed_at
     summary = metrics.summary()["latency"]
     assert {"first_delta_to_first_sample", "barge_in_to_silence"} <= set(summary)
+
+
+def test_played_ms_leaves_out_what_the_device_has_not_reached_in_the_latest_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("realtime_voicebot.audio.output.time.monotonic", lambda: clock[0])
+    player = AudioPlayer(jitter_ms=0, output_latency_s=0.010)
+    player.write("a", tone(200).tobytes())
+    for _ in range(3):
+        player.pull(BLOCK)  # 60 ms handed to the device, the last block at t = 100.0
+    assert player.played_ms("a") == pytest.approx(50.0)  # only the output latency
+
+    player.real_time_pulls = True  # a device clock drives the pulls
+    readings = {}
+    for since_ms in (0.0, 5.0, 20.0, 500.0):
+        clock[0] = 100.0 + since_ms / 1000
+        readings[since_ms] = player.played_ms("a")
+    assert readings == pytest.approx({0.0: 30.0, 5.0: 35.0, 20.0: 50.0, 500.0: 50.0})
+
+    player.write("b", tone(100).tobytes())
+    player.end_item("a")
+    clock[0] = 101.0
+    while not player.is_finished("a"):
+        player.pull(BLOCK)
+    assert player.played_ms("a") == pytest.approx(200.0)  # played to its end: its full length

@@ -206,6 +206,12 @@ class AudioPlayer:
         """Called on the event loop with the reason when the device fails mid-run."""
         self.device_error: str | None = None
         """Why the device stopped on its own (None while it works)."""
+        self.real_time_pulls = False
+        """Set by device players whose pulls follow the device clock: `played_ms` then also
+        leaves out the part of the latest block that the device has not reached yet."""
+        self._pulled_at = 0.0
+        self._pulled_ms = 0.0
+        self._pulled_item_id: str | None = None
         self._tap = PlaybackTap(sample_rate, tap_ms)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -321,7 +327,8 @@ class AudioPlayer:
         """Milliseconds of an item handed to the device, counted in samples.
 
         With latency compensation the device's output latency is subtracted (what has come
-        out of the speaker so far). A flushed item keeps the value it had at the flush; an
+        out of the speaker so far), and with `real_time_pulls` the not yet sounding rest of
+        the latest block. A flushed item keeps the value it had at the flush; an
         item that played to its end reports its full length.
         """
         item = self._items.get(item_id)
@@ -330,9 +337,16 @@ class AudioPlayer:
         with self._lock:
             played = item.played_samples
             finished = item.finished
+            in_latest_block = self._pulled_item_id == item_id
+            pulled_at, pulled_ms = self._pulled_at, self._pulled_ms
         played_ms = played * 1000.0 / self.sample_rate
         if self.latency_compensation and not finished:
             played_ms -= self.output_latency_s * 1000.0
+            if self.real_time_pulls and in_latest_block:
+                # A block is handed over whole but sounds over its length: at a moment between
+                # two callbacks, the device is that far into the latest one.
+                since_ms = (time.monotonic() - pulled_at) * 1000.0
+                played_ms -= max(0.0, pulled_ms - since_ms)
         return max(0.0, played_ms)
 
     def received_ms(self, item_id: str) -> float:
@@ -544,6 +558,9 @@ class AudioPlayer:
             self._audible = audible > 0
             self._playing_item_id = audible_id
             self._last_sample = int(out[frames - 1]) if frames else self._last_sample
+            self._pulled_at = time.monotonic()
+            self._pulled_ms = frames * 1000.0 / self.sample_rate
+            self._pulled_item_id = audible_id
         self._tap.append(out)
         for item in started:
             self._call_on_loop(self._item_started_on_loop, item)
@@ -619,6 +636,7 @@ class SoundDevicePlayer(AudioPlayer):
     ) -> None:
         rate = supported_samplerate(device, "output", API_SAMPLE_RATE)
         super().__init__(sample_rate=rate, **player_options)
+        self.real_time_pulls = True
         self.device = device
         self.block_frames = max(1, rate * block_ms // 1000)
         self.latency = latency
