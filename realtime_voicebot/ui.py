@@ -283,7 +283,8 @@ class LiveView:
         self._lines: deque[_Line] = deque(maxlen=max_turns)
         self._by_item: dict[str, _Line] = {}
         self._state = "connecting"
-        self._level_dbfs = LEVEL_FLOOR_DBFS
+        self._level_dbfs: float | None = None
+        """None until a microphone reports a level (typed input only: no meter)."""
         self._window: tuple[int, int] | None = None
         self._latency: dict[str, float] = {}
         self._cost = 0.0
@@ -434,13 +435,19 @@ class LiveView:
 
         state = self._state
         level = self._level_dbfs
-        level_fraction = (level - LEVEL_FLOOR_DBFS) / -LEVEL_FLOOR_DBFS
+        if level is None:
+            meter = Text("no microphone", style="dim")
+        else:
+            level_fraction = (level - LEVEL_FLOOR_DBFS) / -LEVEL_FLOOR_DBFS
+            meter = Text.assemble(
+                (bar(level_fraction, 12), "green" if level > -45 else "dim"),
+                f" {max(level, -99.0):3.0f} dBFS",
+            )
         first = Text.assemble(
             ("state ", "dim"),
             (f"● {state}", STATE_STYLES.get(state, "bold")),
             ("   mic ", "dim"),
-            (bar(level_fraction, 12), "green" if level > -45 else "dim"),
-            f" {max(level, -99.0):3.0f} dBFS",
+            meter,
             ("   cost ", "dim"),
             f"${self._cost:.4f}",
         )

@@ -263,3 +263,15 @@ def test_run_picks_json_live_or_plain_output() -> None:
     live.user_said("hello")
     live.close()
     assert "you: hello" in plain(tty.getvalue())
+
+
+def test_live_view_without_a_microphone_shows_no_meter() -> None:
+    console, _ = terminal()
+    view = LiveView(console, refresh_per_second=20)
+    try:
+        view.user_said("typed, not spoken")
+        screen = rendered(view, console)
+    finally:
+        view.close()
+    assert "mic no microphone" in screen
+    assert "dBFS" not in screen
