@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common import Figure, machine
+from rig import rig_problem
 
 BENCH_DIR = Path(__file__).resolve().parent
 README = BENCH_DIR.parent / "README.md"
@@ -35,35 +35,6 @@ BENCHES = [
 ]
 RIG_BENCHES = frozenset({"barge_in", "cpu"})
 """Benchmarks that play into / record the PulseAudio rig (`scripts/audio-rig.sh start`)."""
-
-
-def rig_problem() -> str | None:
-    """Why the PulseAudio rig (sinks vmic and vspk) is not usable; None when it is.
-
-    bench/rig.py's own check when it is there (it also asks PortAudio), else pactl's view.
-    """
-    try:
-        from rig import rig_problem as check
-    except ImportError:
-        pass
-    else:
-        problem: str | None = check()
-        return problem
-    if shutil.which("pactl") is None:
-        return "pactl is not installed"
-    try:
-        info = subprocess.run(["pactl", "info"], capture_output=True, timeout=5, check=False)
-        sinks = subprocess.run(
-            ["pactl", "list", "short", "sinks"], capture_output=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"pactl failed: {exc}"
-    if info.returncode != 0:
-        return "PulseAudio is not running (bash scripts/audio-rig.sh start)"
-    names = {line.split()[1] for line in sinks.stdout.decode().splitlines() if line.split()[1:]}
-    if not {"vmic", "vspk"} <= names:
-        return "the vmic/vspk sinks are missing (bash scripts/audio-rig.sh start)"
-    return None
 
 
 MARKER = "figures-json: "
