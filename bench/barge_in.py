@@ -211,6 +211,7 @@ def figures(quick: bool) -> list[Figure]:
     count = 10 if quick else 30
     latency = output_latency_ms()
     with Monitor("vspk.monitor") as monitor:
+        monitor.wait_samples(RATE // 10, 10, "recording")
         project = asyncio.run(run_bot("project", count, monitor))
         baseline = asyncio.run(run_bot("baseline", count, monitor))
     errors, tails = truncate_errors(project)

@@ -138,7 +138,7 @@ def audible_fraction(monitor: Monitor, start: int, end: int) -> float:
     """The share of 10 ms frames of the monitor recording between `start` and `end` that
     hold sound."""
     frame = RATE // 100
-    samples = np.abs(monitor.samples(start, end).astype(np.int32))
+    samples = np.abs(monitor.samples[start:end].astype(np.int32))
     frames = samples[: samples.size // frame * frame].reshape(-1, frame)
     return float(np.mean(frames.max(axis=1) > monitor.level)) if frames.size else 0.0
 
@@ -197,6 +197,7 @@ def figures(quick: bool) -> list[Figure]:
     # open streams, so they cost the bot little, and they add no wall time to the bench.
     probes = [start_streams_only(mode, window_s) for mode in ("in+out", "in")]
     with Monitor("vspk.monitor") as monitor:
+        monitor.wait_samples(RATE // 10, 10, "recording")
         project = asyncio.run(run_bot("project", window_s, monitor))
         baseline = asyncio.run(run_bot("baseline", window_s, monitor))
     floor_in_out, floor_in = (streams_only_result(probe) for probe in probes)

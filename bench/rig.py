@@ -8,8 +8,8 @@ process on the machine, so a stamp taken in the fake server (this process) compa
 with a stamp of the monitor recording.
 
 - `require_rig()` / `run_bench()`: a clear message, not a traceback, when the rig is down.
-- `Monitor`: records a source with `parecord`, stamps samples on the monotonic clock, finds
-  bursts of sound.
+- `Monitor` (tests/rig.py's `MonitorRecorder`, shared with the tests): records a source with
+  `parecord`, stamps samples on the monotonic clock, finds bursts of sound.
 - `play_into_mic()`: plays samples into `vmic`.
 - `SendStamps`: time stamps of the frames a fake-server session sends (its send time).
 - `BotProcess`: `voicebot run` or the baseline as a subprocess, with its CPU time.
@@ -39,41 +39,19 @@ from common import Figure, bench_main
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession, Transport
 
+# One rig toolkit for tests and benches: the rig check, the monitor recorder, bursts of sound.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.rig import MonitorRecorder, rig_problem
+
+Monitor = MonitorRecorder
+
 RATE = 24000
-READ_BYTES = RATE // 100 * 2  # 10 ms per read
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = REPO / "original" / "realtime_agent_cli.py"
-START_HINT = "run bash scripts/audio-rig.sh start"
 
 
 class RigUnavailable(RuntimeError):
     """The virtual rig cannot be used; the message says why and how to fix it."""
-
-
-def rig_problem() -> str | None:
-    """Why the rig is not usable (pulseaudio-utils, the daemon, the sinks, PortAudio)."""
-    if not (shutil.which("pactl") and shutil.which("parecord") and shutil.which("pacat")):
-        return "pulseaudio-utils are not installed (run bash scripts/audio-rig.sh install)"
-    try:
-        info = subprocess.run(["pactl", "info"], capture_output=True, timeout=5, check=False)
-        sinks = subprocess.run(
-            ["pactl", "list", "short", "sinks"], capture_output=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"pactl failed ({exc}); {START_HINT}"
-    if info.returncode != 0:
-        return f"PulseAudio is not running; {START_HINT}"
-    names = {line.split()[1] for line in sinks.stdout.decode().splitlines() if line.strip()}
-    if not {"vspk", "vmic"} <= names:
-        return f"the vspk/vmic sinks are missing; {START_HINT}"
-    from realtime_voicebot.audio.devices import AudioUnavailableError, list_devices
-
-    try:
-        if not list_devices():
-            return f"PortAudio lists no device; {START_HINT}"
-    except AudioUnavailableError as exc:
-        return f"{exc}; {START_HINT}"
-    return None
 
 
 def require_rig() -> None:
@@ -91,7 +69,7 @@ def run_bench(title: str, figures: Callable[[bool], list[Figure]], doc: str | No
     configure_logging("WARNING", "console")
     try:
         bench_main(title, figures, doc)
-    except (RigUnavailable, BenchError) as exc:
+    except (RigUnavailable, BenchError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
@@ -101,155 +79,6 @@ class BenchError(RuntimeError):
 
 
 # --- listening --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Burst:
-    """A stretch of sound in a recording, in samples from its start."""
-
-    start: int
-    end: int  # one past the last loud sample
-
-    @property
-    def ms(self) -> float:
-        return (self.end - self.start) * 1000.0 / RATE
-
-
-class Monitor:
-    """`parecord` of a source into memory, read by a thread that stamps every read.
-
-    Sample `n` was captured at `n / RATE + offset`, where `offset` is the smallest
-    `arrival - samples_so_far / RATE` seen (the read that waited least bounds the capture
-    clock best). What is left is the monitor source's own capture latency, a few ms on a null
-    sink, which makes every stamp late by about the same amount; the benches do not correct it.
-    """
-
-    def __init__(self, device: str = "vspk.monitor", level: int = 64) -> None:
-        self.device = device
-        self.level = level
-        """A sample is sound when its magnitude exceeds this (about -54 dBFS)."""
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._thread: threading.Thread | None = None
-        self._cond = threading.Condition()
-        self._data = bytearray()
-        self._offset = float("inf")
-
-    def start(self) -> Monitor:
-        self._proc = subprocess.Popen(
-            [
-                "parecord",
-                f"--device={self.device}",
-                "--raw",
-                "--format=s16le",
-                f"--rate={RATE}",
-                "--channels=1",
-                "--latency-msec=10",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        self._thread = threading.Thread(target=self._read, name="monitor", daemon=True)
-        self._thread.start()
-        self.wait_samples(RATE // 10, 10.0)
-        return self
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> Monitor:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        stream = self._proc.stdout
-        while chunk := stream.read1(READ_BYTES):  # type: ignore[attr-defined]
-            now = time.monotonic()
-            with self._cond:
-                self._data += chunk
-                self._offset = min(self._offset, now - len(self._data) // 2 / RATE)
-                self._cond.notify_all()
-
-    @property
-    def position(self) -> int:
-        """Samples recorded so far."""
-        with self._cond:
-            return len(self._data) // 2
-
-    def samples(self, start: int = 0, end: int | None = None) -> np.ndarray[Any, Any]:
-        with self._cond:
-            stop = len(self._data) // 2 if end is None else end
-            data = bytes(self._data[start * 2 : stop * 2])
-        return np.frombuffer(data, dtype=np.int16)
-
-    def time_of(self, sample: int) -> float:
-        """`time.monotonic()` at which sample `sample` was captured."""
-        with self._cond:
-            return self._offset + sample / RATE
-
-    def sample_at(self, when: float) -> int:
-        with self._cond:
-            return max(0, round((when - self._offset) * RATE))
-
-    def wait_samples(self, count: int, timeout_s: float, what: str = "samples") -> None:
-        """Block until `count` samples are recorded; BenchError naming `what` otherwise."""
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while len(self._data) // 2 < count:
-                if self._proc is None or self._proc.poll() is not None:
-                    raise BenchError(f"parecord of {self.device} stopped")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BenchError(f"{self.device}: no {what} within the time allowed")
-                self._cond.wait(left)
-
-    def bursts(self, since: int, min_gap_ms: float) -> list[Burst]:
-        """Bursts of sound after sample `since`, split at gaps of `min_gap_ms`."""
-        loud = np.flatnonzero(np.abs(self.samples(since).astype(np.int32)) > self.level)
-        if loud.size == 0:
-            return []
-        gap = round(min_gap_ms * RATE / 1000)
-        breaks = np.flatnonzero(np.diff(loud) > gap)
-        starts = np.concatenate([[loud[0]], loud[breaks + 1]])
-        ends = np.concatenate([loud[breaks], [loud[-1]]]) + 1
-        return [Burst(int(s) + since, int(e) + since) for s, e in zip(starts, ends, strict=True)]
-
-    def wait_onset(self, since: int, timeout_s: float) -> int:
-        """Block until sound starts after sample `since`; the first loud sample."""
-        deadline = time.monotonic() + timeout_s
-        checked = since
-        while True:
-            position = self.position
-            loud = np.flatnonzero(
-                np.abs(self.samples(checked, position).astype(np.int32)) > self.level
-            )
-            if loud.size:
-                return checked + int(loud[0])
-            checked = max(checked, position)
-            self.wait_samples(position + RATE // 100, deadline - time.monotonic(), "sound")
-
-    def wait_quiet(self, since: int, quiet_ms: float, timeout_s: float) -> Burst:
-        """Block until the sound from `since` on is followed by `quiet_ms` of silence; that
-        stretch of sound (gaps shorter than `quiet_ms` inside it)."""
-        deadline = time.monotonic() + timeout_s
-        quiet = round(quiet_ms * RATE / 1000)
-        while True:
-            found = self.bursts(since, quiet_ms)
-            if found and self.position - found[0].end >= quiet:
-                return found[0]
-            left = deadline - time.monotonic()
-            self.wait_samples(self.position + RATE // 100, left, "silence after the sound")
 
 
 def play_into_mic(samples: np.ndarray[Any, Any], sink: str = "vmic") -> subprocess.Popen[bytes]:

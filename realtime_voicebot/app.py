@@ -444,7 +444,7 @@ class VoiceBot:
         self._response_idle.clear()
 
     def _on_response_done(self, event: ServerEvent) -> None:
-        response = _object(event.get("response"))
+        response = event.object("response")
         status = response.get("status")
         replies: list[tuple[str, str, bool]] = []
         for output in response.get("output") or []:
@@ -491,7 +491,7 @@ class VoiceBot:
         self.view.latency(name, seconds)
 
     def _on_error(self, event: ServerEvent) -> None:
-        error = _object(event.get("error"))
+        error = event.object("error")
         code = str(error.get("code") or error.get("type") or "unknown")
         self.metrics.inc(f"error_{code}")
         if code in EXPECTED_ERRORS:
@@ -766,11 +766,6 @@ class VoiceBot:
             await asyncio.to_thread(path.write_text, text)
         except OSError as exc:
             self.view.error(f"cannot write the metrics file {path}: {exc.strerror or exc}")
-
-
-def _object(value: Any) -> JSON:
-    """A payload field that should be an object; {} when the server sent something else."""
-    return value if isinstance(value, dict) else {}
 
 
 def build_audio(

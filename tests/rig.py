@@ -30,8 +30,8 @@ CHUNK_BYTES = RATE // 100 * 2  # 10 ms reads
 
 def rig_problem() -> str | None:
     """Why the rig is not usable (pulseaudio-utils, the daemon, the vspk/vmic sinks, PortAudio)."""
-    if not (shutil.which("pactl") and shutil.which("parecord") and shutil.which("paplay")):
-        return "pulseaudio-utils are not installed"
+    if not all(shutil.which(tool) for tool in ("pactl", "parecord", "paplay", "pacat")):
+        return "pulseaudio-utils are not installed (bash scripts/audio-rig.sh install)"
     try:
         info = subprocess.run(["pactl", "info"], capture_output=True, timeout=5, check=False)
         sinks = subprocess.run(
@@ -154,14 +154,17 @@ class MonitorRecorder:
         with self._lock:
             return max(0, round((when - self._offset) * RATE))
 
-    def wait_samples(self, count: int, timeout_s: float) -> None:
-        """Block until `count` samples are recorded (TimeoutError otherwise)."""
+    def wait_samples(self, count: int, timeout_s: float, what: str = "samples") -> None:
+        """Block until `count` samples are recorded; TimeoutError naming `what` otherwise."""
         deadline = time.monotonic() + timeout_s
         with self._arrived:
             while len(self._data) // 2 < count:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._proc is None:
-                    raise TimeoutError(f"the recorder stalled at {len(self._data) // 2} samples")
+                if left <= 0 or self._proc is None or self._proc.poll() is not None:
+                    raise TimeoutError(
+                        f"{self.device}: no {what} within the time allowed "
+                        f"(stalled at {len(self._data) // 2} samples)"
+                    )
                 self._arrived.wait(left)
 
     def bursts(self, since: int = 0, min_gap_ms: float = 200.0) -> list[Burst]:
@@ -183,7 +186,7 @@ class MonitorRecorder:
             found = self.bursts(since)
             if found:
                 return found[0].start
-            self.wait_samples(self.position + RATE // 100, deadline - time.monotonic())
+            self.wait_samples(self.position + RATE // 100, deadline - time.monotonic(), "sound")
 
     def wait_quiet(self, since: int, quiet_ms: float, timeout_s: float) -> Burst:
         """Block until the burst starting at or after `since` is followed by `quiet_ms` of
@@ -194,7 +197,8 @@ class MonitorRecorder:
             found = self.bursts(since, min_gap_ms=quiet_ms)
             if found and self.position - found[0].end >= quiet:
                 return found[0]
-            self.wait_samples(self.position + RATE // 100, deadline - time.monotonic())
+            left = deadline - time.monotonic()
+            self.wait_samples(self.position + RATE // 100, left, "silence after the sound")
 
 
 def write_wav(path: Path, samples: np.ndarray[Any, Any], rate: int = RATE) -> Path:

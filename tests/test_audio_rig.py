@@ -7,42 +7,19 @@ The bot's speaker is the sink `vspk` (recorded through `vspk.monitor`); its micr
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from realtime_voicebot.audio.devices import AudioUnavailableError, list_devices
 from realtime_voicebot.audio.input import MicrophoneInput
 from realtime_voicebot.audio.output import SoundDevicePlayer
 
+from .rig import rig_problem
+
 RATE = 24000
 TONE_HZ = 1000.0
-
-
-def _rig_problem() -> str | None:
-    if not (shutil.which("pactl") and shutil.which("parecord") and shutil.which("paplay")):
-        return "pulseaudio-utils are not installed"
-    try:
-        info = subprocess.run(["pactl", "info"], capture_output=True, timeout=5, check=False)
-        sinks = subprocess.run(
-            ["pactl", "list", "short", "sinks"], capture_output=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"pactl failed: {exc}"
-    if info.returncode != 0:
-        return "PulseAudio is not running (bash scripts/audio-rig.sh start)"
-    if b"vspk" not in sinks.stdout or b"vmic" not in sinks.stdout:
-        return "the vspk/vmic sinks are missing (bash scripts/audio-rig.sh start)"
-    try:
-        if not list_devices():
-            return "sounddevice lists no device"
-    except AudioUnavailableError as exc:
-        return str(exc)
-    return None
 
 
 pytestmark = [pytest.mark.audio]
@@ -50,7 +27,7 @@ pytestmark = [pytest.mark.audio]
 
 @pytest.fixture(scope="module")
 def rig() -> None:
-    problem = _rig_problem()
+    problem = rig_problem()
     if problem:
         pytest.skip(problem)
 

@@ -415,7 +415,7 @@ class ConversationState:
                 item.transcript_pending = True
 
     def _on_item_added(self, event: ServerEvent) -> list[JSON]:
-        data = _dict(event.get("item"))
+        data = event.object("item")
         item_id = data.get("id")
         if not isinstance(item_id, str):
             return []
@@ -451,7 +451,7 @@ class ConversationState:
         return []
 
     def _on_output_item_added(self, event: ServerEvent) -> list[JSON]:
-        data = _dict(event.get("item"))
+        data = event.object("item")
         item_id = data.get("id")
         if not isinstance(item_id, str):
             return []
@@ -462,7 +462,7 @@ class ConversationState:
         return []
 
     def _on_item_done(self, event: ServerEvent) -> list[JSON]:
-        data = _dict(event.get("item"))
+        data = event.object("item")
         item_id = data.get("id")
         if not isinstance(item_id, str):
             return []
@@ -544,7 +544,7 @@ class ConversationState:
         item.transcript_pending = False
         item.transcription_failed = True
         item.text = ""
-        log.info("transcription_failed", item_id=item.id, error=_dict(event.get("error")))
+        log.info("transcription_failed", item_id=item.id, error=event.object("error"))
         self._record_turn(item)
         return []
 
@@ -582,7 +582,7 @@ class ConversationState:
         return []
 
     def _on_response_done(self, event: ServerEvent) -> list[JSON]:
-        response = _dict(event.get("response"))
+        response = event.object("response")
         response_id = event.response_id
         raw_status = response.get("status")
         status = raw_status if isinstance(raw_status, str) else "completed"

@@ -380,7 +380,7 @@ class RealtimeClient:
                     continue
                 self.stats.events_received += 1
                 if event.type is ServerEventType.ERROR:
-                    error = event.get("error") or {}
+                    error = event.object("error")
                     if error.get("code") in FATAL_ERROR_CODES:
                         raise FatalConnectionError(_fatal_message(error))
                     if request_id is not None and error.get("event_id") in (request_id, None):
@@ -415,7 +415,7 @@ class RealtimeClient:
         elif event.type in (ServerEventType.INPUT_COMMITTED, ServerEventType.INPUT_CLEARED):
             self.audio.on_committed()
         elif event.type is ServerEventType.ERROR:
-            error = event.get("error") or {}
+            error = event.object("error")
             code = error.get("code")
             if code == ErrorCode.SESSION_EXPIRED:
                 self._expired = True

@@ -188,6 +188,11 @@ class ServerEvent:
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
 
+    def object(self, key: str) -> JSON:
+        """A payload field that should be an object; {} when it is missing or is not one."""
+        value = self.data.get(key)
+        return value if isinstance(value, dict) else {}
+
     @property
     def item_id(self) -> str | None:
         value = self.data.get("item_id")
