@@ -352,8 +352,9 @@ async def test_slow_summary_does_not_hold_audio_or_barge_in(tmp_path: Path) -> N
     assert summarizer.started_at < truncated_at < summarizer.finished_at
     truncate = next(e for e in session.received if e["type"] == "conversation.item.truncate")
     assert truncate["item_id"] == story_id and 0 < truncate["audio_end_ms"] < 4000
-    assert max(lags) < 0.2, max(lags)
-    print(f"loop lag during a 2 s summary: max {max(lags) * 1000:.1f} ms over {len(lags)} probes")
+    # Not a performance target (that is bench/loop_lag.py): a summary awaited in the loop would
+    # stall it for its whole 2 s; anything well under that means the loop kept running.
+    assert max(lags) < 1.0, max(lags)
     seen = observer.seen[0]
     assert set(seen.plan.delete_ids) <= set(before)
     # The turns that arrived during the summary are all still on the server, in order.
