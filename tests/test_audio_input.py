@@ -7,6 +7,7 @@ import threading
 import time
 import wave
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -176,21 +177,33 @@ async def test_wav_input_streams_in_order_resampled_then_silence(tmp_path: Path)
     assert await source.read() == b""
 
 
+def read_if_due(source: WavFileInput) -> bytes | None:
+    """The next block if `read()` returns it without waiting, else None (nothing consumed)."""
+    read = source.read()
+    try:
+        read.send(None)
+    except StopIteration as done:
+        return cast(bytes, done.value)
+    read.close()
+    return None
+
+
 async def test_wav_input_is_paced_by_absolute_deadlines(tmp_path: Path) -> None:
     path = tmp_path / "tone.wav"
     write_wav(path, tone(440, RATE), RATE)
+    block_s = 0.004
     source = WavFileInput(path, chunk_ms=20, pace=5.0)  # a block every 4 ms
     await source.start()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    for index in range(50):
+    for index in range(11):
         await asyncio.wait_for(source.read(), 5)
-        if index == 10:
-            time.sleep(0.15)  # noqa: ASYNC251 - a stalled loop: the source must catch up, not drift
-    elapsed = loop.time() - started
-    assert elapsed >= 50 * 0.004 - 0.002  # never ahead of real time
-    # Catching up ends near 0.20 s; a drifting source would need 0.35 s. Halfway between.
-    assert elapsed < 50 * 0.004 + 0.075
+        assert loop.time() >= started + (index + 1) * block_s - 0.001, "never ahead of time"
+    time.sleep(0.15)  # noqa: ASYNC251 - a stalled loop: the source must catch up, not drift
+    # Every block due during the stall comes at once (a drifting source would make each wait).
+    overdue = int(0.15 / block_s) - 2
+    assert all(read_if_due(source) for _ in range(overdue))
+    assert source.blocks_read == 11 + overdue
 
 
 async def test_wav_input_decodes_8_and_24_bit(tmp_path: Path) -> None:
