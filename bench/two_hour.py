@@ -25,12 +25,10 @@ import asyncio
 import math
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from common import Figure, bench_main
 from headless import QuietView, bench_settings, quiet_logs
 
@@ -39,43 +37,16 @@ from realtime_voicebot.fake.config import FakeServerConfig
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.synth import silence, speech_like
-from realtime_voicebot.transport.events import PCM_RATE
+from realtime_voicebot.selftest import PushInput
 
 USER_S = 4.0
 REPLY_S = 8.0
 PAUSE_S = 0.8
 TWO_HOURS_S = 2 * 3600.0
 MS_PER_CHAR = 65.0
-BLOCK_SAMPLES = PCM_RATE // 5  # 200 ms blocks: fewer events, the same audio
+BLOCK_MS = 200
+"""Microphone blocks: fewer events than 20 ms, the same audio."""
 TURN_TIMEOUT_S = 30.0
-
-
-class FastInput:
-    """A microphone that delivers what `push` queued as fast as the app reads it."""
-
-    sample_rate = PCM_RATE
-
-    def __init__(self) -> None:
-        self.level_dbfs = -90.0
-        self.dropped_blocks = 0
-        self.overflows = 0
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def start(self) -> None:
-        return
-
-    async def stop(self) -> None:
-        return
-
-    def push(self, samples: np.ndarray[Any, Any]) -> None:
-        pcm = samples.astype(np.int16).tobytes()
-        step = BLOCK_SAMPLES * 2
-        for start in range(0, len(pcm), step):
-            self._queue.put_nowait(pcm[start : start + step])
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while True:
-            yield await self._queue.get()
 
 
 def scenario(turns: int) -> Scenario:
@@ -111,8 +82,8 @@ async def converse(name: str, turns: int, **overrides: Any) -> Result:
     with tempfile.TemporaryDirectory(prefix="two-hour-") as tmp:
         async with FakeRealtimeServer(config) as server:
             settings = bench_settings(server.url, Path(tmp), summarizer="extractive", **overrides)
-            mic = FastInput()
-            bot = VoiceBot(settings, RunOptions(), QuietView(), audio_in=mic)  # type: ignore[arg-type]
+            mic = PushInput(block_ms=BLOCK_MS)  # delivers as fast as the app reads
+            bot = VoiceBot(settings, RunOptions(), QuietView(), audio_in=mic)
             task = asyncio.create_task(bot.run())
             speech = speech_like(USER_S, seed=1)
             pause = silence(PAUSE_S)

@@ -44,7 +44,8 @@ from realtime_voicebot.transport.events import (
 from realtime_voicebot.ui import ConversationView
 
 BLOCK_MS = 20
-BLOCK_BYTES = PCM_RATE * BLOCK_MS // 1000 * 2
+TURN_PAUSE_S = 1.0
+"""Silence after each utterance: long enough for the server's VAD to end the turn."""
 POLL_S = 0.01
 STOP_TIMEOUT_S = 10.0
 DEFAULT_WAIT_S = 8.0
@@ -77,14 +78,19 @@ class StepResult:
 
 
 class PushInput:
-    """An `AudioInput` fed programmatically: pushed samples reach the app in 20 ms blocks."""
+    """An `AudioInput` fed programmatically: pushed samples reach the app in blocks, in order.
+
+    The self-test's microphone; the test suite and the benchmarks feed the app through it too.
+    A full queue drops the block and counts it.
+    """
 
     sample_rate = PCM_RATE
 
-    def __init__(self, max_blocks: int = 50_000) -> None:
+    def __init__(self, max_blocks: int = 50_000, block_ms: int = BLOCK_MS) -> None:
         self.level_dbfs = -90.0
         self.dropped_blocks = 0
         self.overflows = 0
+        self._block_bytes = PCM_RATE * block_ms // 1000 * 2
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=max_blocks)
 
     async def start(self) -> None:
@@ -95,16 +101,20 @@ class PushInput:
 
     def push(self, samples: np.ndarray[Any, Any]) -> None:
         pcm = samples.astype("<i2").tobytes()
-        for start in range(0, len(pcm), BLOCK_BYTES):
+        for start in range(0, len(pcm), self._block_bytes):
             try:
-                self._queue.put_nowait(pcm[start : start + BLOCK_BYTES])
+                self._queue.put_nowait(pcm[start : start + self._block_bytes])
             except asyncio.QueueFull:
                 self.dropped_blocks += 1
 
-    def say(self, seconds: float, seed: int, pause_s: float = 1.0) -> None:
-        """An utterance of speech-like audio, then silence long enough to end the turn."""
+    def say(self, seconds: float, seed: int = 0, pause_s: float = 0.0) -> None:
+        """Speech-like audio, then ``pause_s`` of silence (long enough ends the turn)."""
         self.push(speech_like(seconds, seed=seed))
-        self.push(silence(pause_s))
+        if pause_s > 0:
+            self.pause(pause_s)
+
+    def pause(self, seconds: float) -> None:
+        self.push(silence(seconds))
 
     async def read(self) -> bytes:
         return await self._queue.get()
@@ -285,7 +295,7 @@ class Step:
 async def normal_turn(run: BotRun) -> None:
     """User speech -> transcript -> a reply played in full and shown with its transcript."""
     session = await run.session(1)
-    run.mic.say(1.0, seed=1)
+    run.mic.say(1.0, seed=1, pause_s=TURN_PAUSE_S)
     user, reply = await run.reply_to(session, "what is the capital of France")
     run.check_played_whole(reply)
     check(reply.text == "Paris is the capital of France.", f"unexpected reply {reply.text!r}")
@@ -303,13 +313,13 @@ LONG_REPLY = "Once upon a time there was a very long story that went on and on. 
 async def barge_in(run: BotRun) -> None:
     """The user talks over a long reply: flush, truncate at the played position, go on."""
     session = await run.session(1)
-    run.mic.say(1.0, seed=2)
+    run.mic.say(1.0, seed=2, pause_s=TURN_PAUSE_S)
     await run.until(
         lambda: any(i.role == "assistant" for i in session.items), "assistant item on the server"
     )
     reply_id = next(i.id for i in session.items if i.role == "assistant")
     await run.until(lambda: run.player.played_ms(reply_id) >= 400, "400 ms of the reply played")
-    run.mic.say(0.8, seed=3)
+    run.mic.say(0.8, seed=3, pause_s=TURN_PAUSE_S)
 
     def truncates() -> list[dict[str, Any]]:
         return run.received_of(session, ClientEventType.ITEM_TRUNCATE)
@@ -352,9 +362,9 @@ async def barge_in(run: BotRun) -> None:
 async def compaction(run: BotRun) -> None:
     """Past the threshold, older turns become one summary item at root; the tail stays."""
     session = await run.session(1)
-    run.mic.say(1.0, seed=4)
+    run.mic.say(1.0, seed=4, pause_s=TURN_PAUSE_S)
     first = await run.reply_to(session, "My sister Ada moved to Lisbon in 2019.")
-    run.mic.say(1.0, seed=5)
+    run.mic.say(1.0, seed=5, pause_s=TURN_PAUSE_S)
     second = await run.reply_to(session, "What is the weather like there?")
     runner = run.bot.runner
     assert runner is not None
@@ -387,11 +397,11 @@ async def compaction(run: BotRun) -> None:
 async def dropped_connection(run: BotRun) -> None:
     """The connection drops mid-utterance; the new session is re-seeded and answers."""
     first = await run.session(1)
-    run.mic.say(1.0, seed=6)
+    run.mic.say(1.0, seed=6, pause_s=TURN_PAUSE_S)
     _, reply = await run.reply_to(first, "Remember the word pineapple.")
     # Drop right after the server's next event: the speech_started of the next utterance.
     run.server.faults.drop_after_events = first.events_counted + 1
-    run.mic.say(1.0, seed=7)
+    run.mic.say(1.0, seed=7, pause_s=TURN_PAUSE_S)
     second = await run.session(2)
     check(first.ended_by == "dropped", f"session 1 ended by {first.ended_by}, not a drop")
     seed_id, text = await seed_text(run, second)
@@ -408,7 +418,7 @@ async def dropped_connection(run: BotRun) -> None:
 async def session_rollover(run: BotRun) -> None:
     """Near the session limit the bot moves to a new session, seeded, and goes on."""
     first = await run.session(1)
-    run.mic.say(1.0, seed=8)
+    run.mic.say(1.0, seed=8, pause_s=TURN_PAUSE_S)
     await run.reply_to(first, "Remember the number 42.")
     second = await run.session(2)
     await run.until(lambda: first.closed, "session 1 closed")
@@ -417,7 +427,7 @@ async def session_rollover(run: BotRun) -> None:
     check(clean or expired, f"session 1 ended by {first.ended_by} ({first.close_code})")
     _, text = await seed_text(run, second)
     check("42" in text, f"the seed lacks turn 1: {text!r}")
-    run.mic.say(1.0, seed=9)
+    run.mic.say(1.0, seed=9, pause_s=TURN_PAUSE_S)
     _, answer = await run.reply_to(second, "Which number?")
     run.check_played_whole(answer)
     counters = run.bot.metrics.counters

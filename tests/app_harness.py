@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import wave
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,12 +12,15 @@ from typing import Any
 import numpy as np
 
 from realtime_voicebot.app import RunOptions, VoiceBot
+from realtime_voicebot.audio.output import AudioOutput
 from realtime_voicebot.config import Settings, load_settings
 from realtime_voicebot.fake.config import FakeServerConfig
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
-from realtime_voicebot.fake.synth import silence, speech_like
+from realtime_voicebot.selftest import PushInput
 from realtime_voicebot.transport.events import PCM_RATE
+
+from .waiting import eventually
 
 BLOCK_SAMPLES = PCM_RATE // 50  # 20 ms
 
@@ -80,43 +83,6 @@ class RecordingView:
         self.closed = True
 
 
-class ScriptedInput:
-    """An AudioInput the test feeds: blocks pushed with `say`/`pause` reach the app in order."""
-
-    sample_rate = PCM_RATE
-
-    def __init__(self) -> None:
-        self.level_dbfs = -90.0
-        self.dropped_blocks = 0
-        self.overflows = 0
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=100_000)
-
-    async def start(self) -> None:
-        return
-
-    async def stop(self) -> None:
-        return
-
-    def push(self, samples: np.ndarray[Any, Any]) -> None:
-        pcm = samples.astype(np.int16).tobytes()
-        step = BLOCK_SAMPLES * 2
-        for start in range(0, len(pcm), step):
-            self._queue.put_nowait(pcm[start : start + step])
-
-    def say(self, seconds: float, seed: int = 0) -> None:
-        self.push(speech_like(seconds, seed=seed))
-
-    def pause(self, seconds: float) -> None:
-        self.push(silence(seconds))
-
-    async def read(self) -> bytes:
-        return await self._queue.get()
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while True:
-            yield await self.read()
-
-
 def write_wav(path: Path, segments: Iterable[np.ndarray[Any, Any]], rate: int = PCM_RATE) -> Path:
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(1)
@@ -172,6 +138,15 @@ def start_bot(
     bot = VoiceBot(settings, options, view, **bot_kwargs)
     task = asyncio.create_task(bot.run())
     return Running(bot, server, task, view)
+
+
+async def spoken_turn(
+    running: Running, mic: PushInput, player: AudioOutput, turn: int, seconds: float = 0.8
+) -> None:
+    """User turn number ``turn`` (0-based) spoken, then until its reply has been played out."""
+    mic.say(seconds, seed=turn, pause_s=0.8)
+    await eventually(lambda: len(running.view.assistant) > turn, 10)
+    await eventually(lambda: not player.is_audible, 5)
 
 
 def fake_config(**kwargs: Any) -> FakeServerConfig:

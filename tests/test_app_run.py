@@ -16,9 +16,10 @@ from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
 from realtime_voicebot.fake.synth import silence, speech_like
+from realtime_voicebot.selftest import PushInput
 from realtime_voicebot.transport.events import PCM_RATE
 
-from .app_harness import ScriptedInput, fake_config, settings_for, start_bot, write_wav
+from .app_harness import fake_config, settings_for, start_bot, write_wav
 from .spec import validate_client
 
 QUESTIONS = ["what is the capital of France", "and of Spain", "thank you"]
@@ -87,7 +88,7 @@ async def test_wav_conversation_produces_turns_and_audio(tmp_path: Path, dialect
 async def test_drop_mid_utterance_resends_the_audio_in_flight(tmp_path: Path) -> None:
     config = fake_config(scenario=Scenario(user_transcripts=["first", "spoken across a blip"]))
     async with FakeRealtimeServer(config) as server:
-        mic = ScriptedInput()
+        mic = PushInput()
         running = start_bot(server, settings_for(server, tmp_path), RunOptions(), audio_in=mic)
         first = await running.session(1)
         mic.say(1.0, seed=1)

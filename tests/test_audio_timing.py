@@ -13,8 +13,9 @@ from realtime_voicebot.app import RunOptions
 from realtime_voicebot.audio.output import AudioPlayer, WavFilePlayer
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
+from realtime_voicebot.selftest import PushInput
 
-from .app_harness import ScriptedInput, fake_config, settings_for, start_bot
+from .app_harness import fake_config, settings_for, start_bot
 from .waiting import eventually
 
 RATE = 24000
@@ -99,7 +100,7 @@ async def test_app_records_first_sample_and_silence_metrics_on_a_barge_in(
         speed=1.5, scenario=Scenario(user_transcripts=["hi", "stop"], replies=[long_reply])
     )
     async with FakeRealtimeServer(config) as server:
-        mic = ScriptedInput()
+        mic = PushInput()
         player = WavFilePlayer(tmp_path / "out.wav", jitter_ms=60)
         running = start_bot(
             server,

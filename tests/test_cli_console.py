@@ -25,8 +25,9 @@ from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.synth import silence, speech_like
 from realtime_voicebot.metrics import SPEECH_END_TO_FIRST_DELTA
+from realtime_voicebot.selftest import PushInput
 
-from .app_harness import ScriptedInput, fake_config, settings_for, start_bot, write_wav
+from .app_harness import fake_config, settings_for, start_bot, write_wav
 from .test_cli_run import VOICEBOT, clean_env, run_cli
 from .waiting import eventually
 
@@ -152,7 +153,7 @@ async def test_the_view_gets_level_window_latency_cost_and_the_summary(tmp_path:
 
 async def test_typed_lines_are_text_turns_in_voice_mode(tmp_path: Path) -> None:
     async with FakeRealtimeServer(fake_config()) as server:
-        mic = ScriptedInput()
+        mic = PushInput()
         lines: asyncio.Queue[str | None] = asyncio.Queue()
         running = start_bot(
             server,
@@ -182,7 +183,7 @@ async def test_typing_while_the_bot_speaks_interrupts_it(tmp_path: Path) -> None
         speed=1.0, scenario=Scenario(user_transcripts=["tell me a story"], replies=[long_reply])
     )
     async with FakeRealtimeServer(config) as server:
-        mic = ScriptedInput()
+        mic = PushInput()
         player = WavFilePlayer(tmp_path / "out.wav", pace=1.0)
         lines: asyncio.Queue[str | None] = asyncio.Queue()
         running = start_bot(

@@ -7,7 +7,7 @@ connection lost in the middle of a compaction.
 
 The 200-turn run uses typed turns (a user text item and ``response.create``) so that it
 stays fast; the replies are still audio, counted as audio tokens. The audio runs speak
-into the server VAD through `ScriptedInput`.
+into the server VAD through `PushInput`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
 from realtime_voicebot.handlers.compaction import CompactionRunner
+from realtime_voicebot.selftest import PushInput
 from realtime_voicebot.state.conversation import RECENT_HEADER, SUMMARY_HEADER
 from realtime_voicebot.state.policy import CompactionPlan
 from realtime_voicebot.summarization.base import SummaryInput
@@ -41,7 +42,7 @@ from realtime_voicebot.transport.events import (
     session_update,
 )
 
-from .app_harness import Running, ScriptedInput, fake_config, settings_for, start_bot
+from .app_harness import Running, fake_config, settings_for, spoken_turn, start_bot
 from .spec import validate_client
 from .waiting import eventually
 
@@ -233,15 +234,12 @@ async def test_spoken_turns_compact_with_the_same_guarantees(tmp_path: Path) -> 
         settings = settings_for(
             server, tmp_path, summary_threshold=threshold, summary_keep_items=keep
         )
-        mic = ScriptedInput()
+        mic = PushInput()
         player = WavFilePlayer(tmp_path / "out.wav", pace=20.0)
         running = start_bot(server, settings, RunOptions(), audio_in=mic, audio_out=player)
         observer = await started(running)
         for n in range(turns):
-            mic.say(0.8, seed=n)
-            mic.pause(0.8)
-            await eventually(lambda n=n: len(running.view.assistant) > n, 10)
-            await eventually(lambda: not player.is_audible, 5)
+            await spoken_turn(running, mic, player, n)
         await quiesce(running, observer)
         session = observer.session
         assert await running.stop() == 0
@@ -305,7 +303,7 @@ async def test_slow_summary_does_not_hold_audio_or_barge_in(tmp_path: Path) -> N
     summarizer = SlowSummarizer(2.0)
     async with FakeRealtimeServer(fake_config(speed=20, scenario=scenario)) as server:
         settings = settings_for(server, tmp_path, summary_threshold=60, summary_keep_items=2)
-        mic = ScriptedInput()
+        mic = PushInput()
         player = WavFilePlayer(tmp_path / "out.wav", pace=1.0)
         running = start_bot(
             server, settings, RunOptions(), audio_in=mic, audio_out=player, summarizer=summarizer
@@ -317,10 +315,7 @@ async def test_slow_summary_does_not_hold_audio_or_barge_in(tmp_path: Path) -> N
             lambda _e: deltas.append(loop.time()), ServerEventType.AUDIO_DELTA
         )
         for n in range(2):
-            mic.say(0.6, seed=n)
-            mic.pause(0.8)
-            await eventually(lambda n=n: len(running.view.assistant) > n, 10)
-            await eventually(lambda: not player.is_audible, 5)
+            await spoken_turn(running, mic, player, n, seconds=0.6)
         async with asyncio.timeout(5):
             await summarizer.started.wait()
         lags: list[float] = []

@@ -17,10 +17,11 @@ from realtime_voicebot.app import RunOptions
 from realtime_voicebot.audio.output import WavFilePlayer
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
+from realtime_voicebot.selftest import PushInput
 from realtime_voicebot.state.conversation import SUMMARY_HEADER
 from realtime_voicebot.transcript import load_transcript
 
-from .app_harness import ScriptedInput, fake_config, settings_for, start_bot
+from .app_harness import fake_config, settings_for, spoken_turn, start_bot
 from .test_cli_run import clean_env, run_cli
 from .test_compaction_e2e import (
     reply_line,
@@ -45,15 +46,12 @@ async def test_new_session_holds_summary_and_recent_turns_and_replies_in_audio(
     )
     async with FakeRealtimeServer(fake_config(speed=20, scenario=scenario)) as server:
         settings = settings_for(server, tmp_path, summary_threshold=150, summary_keep_items=2)
-        mic = ScriptedInput()
+        mic = PushInput()
         player = WavFilePlayer(tmp_path / "out.wav", pace=20.0)
         running = start_bot(server, settings, RunOptions(), audio_in=mic, audio_out=player)
         observer = await started(running)
         for n in range(turns):
-            mic.say(0.8, seed=n)
-            mic.pause(0.8)
-            await eventually(lambda n=n: len(running.view.assistant) > n, 10)
-            await eventually(lambda: not player.is_audible, 5)
+            await spoken_turn(running, mic, player, n)
         await observer.runner.wait_idle()
         assert observer.runner.metrics.compactions >= 1
         first = observer.session

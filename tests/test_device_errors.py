@@ -30,9 +30,10 @@ from realtime_voicebot.audio.output import AudioPlayer, SoundDevicePlayer
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.synth import silence, speech_like
+from realtime_voicebot.selftest import PushInput
 from realtime_voicebot.transport.events import PCM_RATE
 
-from .app_harness import BLOCK_SAMPLES, Running, ScriptedInput, fake_config, settings_for, start_bot
+from .app_harness import BLOCK_SAMPLES, Running, fake_config, settings_for, start_bot
 from .waiting import eventually
 
 UNPLUGGED = "Device unavailable [PaErrorCode -9985]"
@@ -49,7 +50,7 @@ def no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(app_module, "_stdin_is_terminal", lambda: False)
 
 
-class FailingMic(ScriptedInput):
+class FailingMic(PushInput):
     """A scripted microphone that raises what PortAudio raised, when the test says so."""
 
     def __init__(self) -> None:

@@ -32,9 +32,10 @@ from realtime_voicebot.cli import app as cli_app
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.logging import configure_logging
+from realtime_voicebot.selftest import PushInput
 from realtime_voicebot.transport.endpoint import build_endpoint
 
-from .app_harness import Running, ScriptedInput, fake_config, settings_for, start_bot
+from .app_harness import Running, fake_config, settings_for, start_bot
 from .waiting import eventually
 
 KEY = "sk-proj-Privacy0Canary7f3b9c2d1e0a4b5c6d7e8f9A"
@@ -186,7 +187,7 @@ async def test_voicebot_run_in_a_process_leaks_nothing(tmp_path: Path, log_forma
 async def test_transcript_redacted_while_the_model_hears_everything(tmp_path: Path) -> None:
     config = fake_config(scenario=Scenario(user_transcripts=[f"spoken: {SAID}"]))
     async with FakeRealtimeServer(config) as server:
-        mic = ScriptedInput()
+        mic = PushInput()
         lines: asyncio.Queue[str | None] = asyncio.Queue()
         settings = settings_for(server, tmp_path, redact_transcript="true")
         running = start_bot(server, settings, RunOptions(text_lines=lines), audio_in=mic)
