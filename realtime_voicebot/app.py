@@ -33,7 +33,8 @@ from pydantic import SecretStr
 from realtime_voicebot.config import Settings
 from realtime_voicebot.handlers.compaction import CompactionRunner
 from realtime_voicebot.handlers.dispatcher import BackgroundTasks, Dispatcher
-from realtime_voicebot.handlers.tools import ToolCallHandler, build_registry
+from realtime_voicebot.handlers.tool_calls import ToolCallHandler
+from realtime_voicebot.tools.builtin import build_registry
 from realtime_voicebot.metrics import (
     BARGE_IN_FLUSH,
     BARGE_IN_TO_SILENCE,

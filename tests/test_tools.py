@@ -13,19 +13,16 @@ import httpx
 import pytest
 
 from realtime_voicebot.config import load_settings
-from realtime_voicebot.handlers.tools import (
-    Tool,
-    ToolCallHandler,
-    ToolError,
-    ToolRegistry,
-    build_registry,
-    current_time_tool,
+from realtime_voicebot.handlers.tool_calls import ToolCallHandler
+from realtime_voicebot.tools import Tool, ToolError, ToolRegistry
+from realtime_voicebot.tools.builtin import build_registry
+from realtime_voicebot.tools.builtin.current_time import current_time_tool
+from realtime_voicebot.tools.builtin.http_get import (
     http_get_tool,
     is_public_address,
-    parameters_for,
-    schema_problems,
     system_resolver,
 )
+from realtime_voicebot.tools.schema import parameters_for, schema_problems
 from realtime_voicebot.transport.events import (
     ClientEventType,
     Dialect,

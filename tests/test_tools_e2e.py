@@ -18,7 +18,7 @@ from realtime_voicebot.app import RunOptions
 from realtime_voicebot.fake.scenario import Reply, Scenario, ToolCall
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
-from realtime_voicebot.handlers.tools import Tool
+from realtime_voicebot.tools import Tool
 
 from .app_harness import Running, fake_config, settings_for, start_bot
 from .spec import validate_client, validate_server

@@ -1,0 +1,143 @@
+"""Tools the model may call, and the registry of one session's tools."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from realtime_voicebot.tools.schema import JSON, parameters_for, schema_problems
+
+ToolFunction = Callable[..., Awaitable[Any]]
+F = TypeVar("F", bound=ToolFunction)
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ToolError(Exception):
+    """A failure whose message is meant for the model as is (e.g. an unknown time zone)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call: its name, description, JSON-schema parameters, and code."""
+
+    name: str
+    description: str
+    parameters: JSON
+    function: ToolFunction
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"tool name {self.name!r} must match {_NAME.pattern}")
+        if not inspect.iscoroutinefunction(self.function):
+            raise TypeError(f"tool {self.name}: the function must be async")
+        if self.parameters.get("type") != "object":
+            raise ValueError(f"tool {self.name}: parameters must be an object schema")
+
+    @classmethod
+    def from_function(
+        cls,
+        function: ToolFunction,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        parameters: JSON | None = None,
+    ) -> Tool:
+        """A tool from an async function: name, docstring and type hints unless given."""
+        tool_name = name or function.__name__
+        if description is None:
+            doc = inspect.getdoc(function) or ""
+            description = " ".join(doc.split("\n\n", 1)[0].split())
+        if not description:
+            raise ValueError(f"tool {tool_name} needs a description (a docstring or description=)")
+        schema = parameters if parameters is not None else parameters_for(function)
+        return cls(tool_name, description, schema, function)
+
+    def spec(self) -> JSON:
+        """The tool as ``session.tools`` takes it, in both dialects."""
+        return {
+            "type": "function",
+            "name": self.name,
+            "description": self.description,
+            "parameters": self.parameters,
+        }
+
+    def argument_problems(self, arguments: JSON) -> list[str]:
+        """Schema mismatches, then what the Python signature would refuse; [] when callable."""
+        problems = schema_problems(arguments, self.parameters)
+        if problems:
+            return problems
+        try:
+            inspect.signature(self.function).bind(**arguments)
+        except TypeError as exc:
+            return [str(exc)]
+        return []
+
+
+class ToolRegistry:
+    """The tools of a session by name, in registration order."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+
+    @overload
+    def register(self, function: F) -> F: ...
+
+    @overload
+    def register(
+        self,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        parameters: JSON | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def register(
+        self,
+        function: ToolFunction | None = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        parameters: JSON | None = None,
+    ) -> Any:
+        """Register an async function as a tool: ``@registry.register`` or with options.
+
+        The schema comes from the type hints and the description from the docstring unless
+        ``parameters`` / ``description`` are given. Returns the function unchanged.
+        """
+
+        def add(fn: ToolFunction) -> ToolFunction:
+            self.add(
+                Tool.from_function(fn, name=name, description=description, parameters=parameters)
+            )
+            return fn
+
+        return add(function) if function is not None else add
+
+    def add(self, tool: Tool) -> Tool:
+        if tool.name in self._tools:
+            raise ValueError(f"a tool named {tool.name!r} is already registered")
+        self._tools[tool.name] = tool
+        return tool
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def specs(self) -> list[JSON]:
+        """Every tool in the ``session.update`` shape: pass as ``session_update(tools=...)``."""
+        return [tool.spec() for tool in self._tools.values()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(list(self._tools.values()))
