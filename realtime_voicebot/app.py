@@ -34,7 +34,6 @@ from realtime_voicebot.config import Settings
 from realtime_voicebot.handlers.compaction import CompactionRunner
 from realtime_voicebot.handlers.dispatcher import BackgroundTasks, Dispatcher
 from realtime_voicebot.handlers.tool_calls import ToolCallHandler
-from realtime_voicebot.tools.builtin import build_registry
 from realtime_voicebot.metrics import (
     BARGE_IN_FLUSH,
     BARGE_IN_TO_SILENCE,
@@ -46,6 +45,7 @@ from realtime_voicebot.metrics import (
 from realtime_voicebot.state.conversation import ConversationState
 from realtime_voicebot.state.policy import CompactionPolicy
 from realtime_voicebot.summarization import build_summarizer
+from realtime_voicebot.tools.builtin import build_registry
 from realtime_voicebot.transcript import TranscriptWriter, default_transcript_path, load_transcript
 from realtime_voicebot.transport import events as ev
 from realtime_voicebot.transport.client import (
@@ -223,11 +223,19 @@ class VoiceBot:
 
     async def _open_audio(self) -> None:
         """Build and start the audio devices; without usable ones, fall back to text mode."""
+        from realtime_voicebot.audio.build import build_audio
         from realtime_voicebot.audio.devices import AudioUnavailableError
 
         try:
             if self.audio_out is None and self.audio_in is None:
-                self.audio_in, self.audio_out = build_audio(self.settings, self.options)
+                self.audio_in, self.audio_out = build_audio(
+                    self.settings,
+                    text=self.options.text,
+                    input_file=self.options.input_file,
+                    output_file=self.options.output_file,
+                    input_pace=self.options.input_pace,
+                    output_pace=self.options.output_pace,
+                )
             if self.audio_out is not None:
                 self.audio_out.on_item_started = self._on_playback_started
                 self.audio_out.on_device_error = self._on_speaker_error
@@ -767,47 +775,6 @@ class VoiceBot:
             await asyncio.to_thread(path.write_text, text)
         except OSError as exc:
             self.view.error(f"cannot write the metrics file {path}: {exc.strerror or exc}")
-
-
-def build_audio(
-    settings: Settings, options: RunOptions
-) -> tuple[AudioInput | None, AudioOutput | None]:
-    """The input and output the options ask for: files, devices, or none in text mode.
-
-    Raises AudioUnavailableError when a device is asked for and cannot be had.
-    """
-    from realtime_voicebot.audio.devices import resolve_device
-    from realtime_voicebot.audio.echo import make_echo_processor
-    from realtime_voicebot.audio.files import WavFileInput
-    from realtime_voicebot.audio.input import MicrophoneInput
-    from realtime_voicebot.audio.output import SoundDevicePlayer, WavFilePlayer
-
-    player_options: dict[str, Any] = {
-        "jitter_ms": settings.jitter_ms,
-        "latency_compensation": settings.output_latency_compensation,
-    }
-    audio_out: AudioOutput | None = None
-    if options.output_file is not None:
-        audio_out = WavFilePlayer(
-            options.output_file,
-            block_ms=settings.chunk_ms,
-            pace=options.output_pace,
-            **player_options,
-        )
-    elif not options.text and options.input_file is None:
-        device = resolve_device(settings.output_device, "output")
-        audio_out = SoundDevicePlayer(device, block_ms=settings.chunk_ms, **player_options)
-
-    audio_in: AudioInput | None = None
-    if options.input_file is not None:
-        audio_in = WavFileInput(
-            options.input_file, chunk_ms=settings.chunk_ms, pace=options.input_pace
-        )
-    elif not options.text:
-        device = resolve_device(settings.input_device, "input")
-        echo = make_echo_processor(settings.echo, audio_out.tap) if audio_out else None
-        audio_in = MicrophoneInput(device, chunk_ms=settings.chunk_ms, echo=echo)
-    return audio_in, audio_out
 
 
 def _stdin_is_terminal() -> bool:
