@@ -90,18 +90,21 @@ async def converse(name: str, turns: int, **overrides: Any) -> Result:
             for n in range(turns):
                 mic.push(speech)
                 mic.push(pause)
-                async with asyncio.timeout(TURN_TIMEOUT_S):
-                    while bot.completed_replies <= n:
-                        if task.done():
-                            raise RuntimeError(f"{name}: the bot stopped at turn {n}")
-                        await asyncio.sleep(0.002)
-            if bot.runner is not None:
-                await bot.runner.wait_idle()
+                try:
+                    await bot.until(
+                        lambda n=n: bot.core.stats.completed_replies > n or task.done(),
+                        TURN_TIMEOUT_S,
+                    )
+                except TimeoutError:
+                    raise RuntimeError(f"{name}: no reply to turn {n}") from None
+                if task.done():
+                    raise RuntimeError(f"{name}: the bot stopped at turn {n}")
+            await bot.until(lambda: not bot.core.compactor.in_flight, TURN_TIMEOUT_S)
             bot.stop()
             await task
             usages = [run.usage for s in server.sessions for run in s.responses if run.usage]
             truncated = sum(len(s.truncated_ids) for s in server.sessions)
-    compactions = bot.runner.metrics.compactions if bot.runner is not None else 0
+    compactions = bot.core.compactor.stats.compactions
     return Result(
         name=name,
         turns=turns,

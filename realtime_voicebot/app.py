@@ -1,28 +1,23 @@
-"""The voice bot: builds every piece from `Settings` and runs one conversation.
+"""The voice bot: builds the parts from `Settings` and moves data between them.
 
-This is the only module that knows all the others. Data flows
+    microphone -> echo -> RealtimeClient (outbox, one writer) -> server
+    server -> RealtimeClient -> SessionCore -> actions -> client outbox, player, tools,
+                                                          summaries, timers, view, transcript
 
-    audio input -> echo -> RealtimeClient.send_audio -> server
-    server -> RealtimeClient -> Dispatcher -> ConversationState (mirror, barge-in, re-seed)
-                                           -> AudioOutput (play, flush)
-                                           -> CompactionRunner, ToolCallHandler (tasks)
-                                           -> ConversationView, Metrics, transcript file
-
-Handlers are synchronous and never block: what they want sent goes into one bounded outbox
-drained by a sender task; slow work (summaries, tools, file writes) runs elsewhere.
+`SessionCore` decides everything (barge-in, typed lines, tool calls, compaction, rollover);
+this module performs what it returns, feeds it what happens, and owns the lifecycle: start,
+the exit conditions, audio device failures, shutdown and the session summary. Nothing slow
+runs on the event loop's path: tools and summaries are tasks, the transcript a writer thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import signal
-import sys
-import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,31 +26,24 @@ import structlog
 from pydantic import SecretStr
 
 from realtime_voicebot.config import Settings
-from realtime_voicebot.handlers.compaction import CompactionRunner
-from realtime_voicebot.handlers.dispatcher import BackgroundTasks, Dispatcher
-from realtime_voicebot.handlers.tool_calls import ToolCallHandler
-from realtime_voicebot.metrics import (
-    BARGE_IN_FLUSH,
-    BARGE_IN_TO_SILENCE,
-    FIRST_DELTA_TO_FIRST_SAMPLE,
-    SPEECH_END_TO_FIRST_DELTA,
-    Metrics,
-    Prices,
-)
-from realtime_voicebot.state.conversation import ConversationState
-from realtime_voicebot.state.policy import CompactionPolicy
+from realtime_voicebot.core import CoreConfig, Playback, SessionCore
+from realtime_voicebot.core import actions as a
+from realtime_voicebot.errors import FatalConnectionError, UserError
+from realtime_voicebot.inputs import stdin_is_terminal, stdin_lines
+from realtime_voicebot.metrics import LatencyTracker, Metrics, Prices
 from realtime_voicebot.summarization import build_summarizer
+from realtime_voicebot.summarization.runner import SummaryRunner
+from realtime_voicebot.tools import Tool, ToolRunner
 from realtime_voicebot.tools.builtin import build_registry
 from realtime_voicebot.transcript import TranscriptWriter, default_transcript_path, load_transcript
 from realtime_voicebot.transport import events as ev
 from realtime_voicebot.transport.client import (
-    ConnectionState,
-    FatalConnectionError,
+    ConnectionChanged,
     RealtimeClient,
-    SessionInfo,
+    SessionStarted,
+    TransportEvent,
 )
 from realtime_voicebot.transport.endpoint import build_endpoint
-from realtime_voicebot.transport.events import JSON, ErrorCode, ServerEvent, ServerEventType
 from realtime_voicebot.ui import ConversationView
 
 if TYPE_CHECKING:
@@ -64,17 +52,12 @@ if TYPE_CHECKING:
     from realtime_voicebot.fake.server import FakeRealtimeServer, FakeServerConfig
     from realtime_voicebot.summarization.base import Summarizer
 
+__all__ = ["RunOptions", "UserError", "VoiceBot"]
+
 log = structlog.get_logger(component="app")
-_S = ServerEventType
-OUTBOX_LIMIT = 4096
 QUIET_AFTER_INPUT_S = 1.5
 LEVEL_INTERVAL_S = 0.1
 """How often the microphone level is passed to the view."""
-EXPECTED_ERRORS = frozenset({ErrorCode.RESPONSE_CANCEL_NOT_ACTIVE, ErrorCode.SESSION_EXPIRED})
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line, no traceback."""
 
 
 @dataclass
@@ -95,7 +78,30 @@ class RunOptions:
     input_pace: float = 1.0
     """Speed of a WAV input file against real time (1.0 = as spoken)."""
     output_pace: float = 1.0
-    extra_tools: list[Any] = field(default_factory=list)
+    extra_tools: list[Tool] = field(default_factory=list)
+
+
+class ChangeSignal:
+    """Wakes every waiter on `notify` (synchronous, no task); `until` re-checks a condition."""
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+    async def until(self, predicate: Callable[[], object], timeout_s: float | None = None) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                await self.wait()
 
 
 class VoiceBot:
@@ -114,40 +120,41 @@ class VoiceBot:
         self.settings = settings
         self.options = options
         self.view = view
-        self.dialect: ev.Dialect = settings.dialect
-        self.metrics = Metrics()
-        self.prices = Prices.from_settings(settings)
-        self.sessions_started = 0
         self.audio_in = audio_in
         self.audio_out = audio_out
         self._summarizer = summarizer
-        self.state = ConversationState(
-            interrupt_response=settings.interrupt_response, on_record=self._on_record
-        )
-        self.dispatcher = Dispatcher()
-        self.tasks = BackgroundTasks()
-        self.fake_server: FakeRealtimeServer | None = None
+        self.metrics = Metrics()
+        self.latency = LatencyTracker(self.metrics, view.latency)
+        self.prices = Prices.from_settings(settings)
+        self.core = SessionCore(CoreConfig.from_settings(settings), playback=self._playback)
         self.client: RealtimeClient | None = None
+        self.tool_runner: ToolRunner | None = None
+        self.summaries: SummaryRunner | None = None
         self.transcript: TranscriptWriter | None = None
-        self.runner: CompactionRunner | None = None
-        self.tools: ToolCallHandler | None = None
-        self.completed_replies = 0
-        self.user_speaking = False
+        self.fake_server: FakeRealtimeServer | None = None
+        self.changed = ChangeSignal()
+        """Notified after each input the core has handled (exit conditions and tests wait on
+        it)."""
         self.exit_code = 0
-        self._outbox: asyncio.Queue[tuple[int, JSON]] = asyncio.Queue(OUTBOX_LIMIT)
-        """Client events to send, each with the session (`state.sessions`) it was meant for."""
-        self._stop = asyncio.Event()
-        self._activity = asyncio.Event()
-        self._response_idle = asyncio.Event()
-        self._response_idle.set()
-        self._speech_stopped_at: float | None = None
-        self._first_delta_seen: dict[str, None] = {}
-        """Items whose first audio delta came (an ordered set of the latest few only)."""
-        self._first_delta_at: dict[str, float] = {}
-        """Arrival of each item's first audio delta, until its first sample plays."""
-        self._input_done = asyncio.Event()
-        self._device_failure: str | None = None
+        self.typing = options.text or options.text_lines is not None or stdin_is_terminal()
+        self.device_failure: str | None = None
         """The one-line message of the audio device that failed mid-run, if one did."""
+        self.text_only = options.text
+        self._stop = asyncio.Event()
+        self._input_done = asyncio.Event()
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self._tool_tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._task_failures = 0
+        self._core_errors = 0
+        self._sessions_started = 0
+        self._subscribers: list[Callable[[a.Action], None]] = []
+
+    def subscribe(self, callback: Callable[[a.Action], None]) -> None:
+        """Call ``callback`` with every action the core returns, after it is performed
+        (tracing, recording, tests). It must return at once; if it raises, the error is
+        logged and counted and the conversation goes on."""
+        self._subscribers.append(callback)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -174,50 +181,31 @@ class VoiceBot:
     async def _start(self) -> None:
         settings = self.settings
         if self.options.fake_server:
-            settings = await self._start_fake_server(settings)
+            settings = self.settings = await self._start_fake_server(settings)
         try:
             endpoint = build_endpoint(settings)
         except Exception as exc:  # EndpointError: a message for the user
             raise UserError(str(exc)) from None
-        self.settings = settings
         self._open_transcript()
         summarizer = self._summarizer or build_summarizer(
             settings, offline=self.options.fake_server
         )
-        self.runner = CompactionRunner(
-            self.state,
-            CompactionPolicy.from_settings(settings),
-            summarizer,
-            self._send_now,
-            dialect=self.dialect,
-            language=settings.summary_language,
-            transcript_wait_s=settings.transcript_wait_s,
-            summary_timeout_s=settings.summary_timeout_s,
-            on_summary=self._on_summary,
-            spawn=self.tasks.spawn,
-        )
+        self.summaries = SummaryRunner(summarizer, timeout_s=settings.summary_timeout_s)
         registry = build_registry(settings)
         for tool in self.options.extra_tools:
             registry.add(tool)
-        self.tools = ToolCallHandler(registry, self._send_now, settings.tool_timeout_s)
-        tool_specs = registry.specs()
-
-        def session_update() -> JSON:
-            return ev.session_update(settings, self.dialect, tools=tool_specs or None)
-
+        self.tool_runner = ToolRunner(registry, settings.tool_timeout_s)
+        specs = registry.specs() or None
+        dialect = settings.dialect
         self.client = RealtimeClient(
             settings,
             endpoint,
-            self.dispatcher.dispatch,
-            session_update=session_update,
-            on_session_ready=self._on_session_ready,
-            is_idle=self.is_idle,
-            on_state=self._on_connection_state,
+            self._on_transport,
+            session_update=lambda: ev.session_update(settings, dialect, tools=specs),
         )
-        self._register_handlers()
         if self.options.resume is not None:
             summary, turns = load_transcript(self.options.resume)
-            self.state.restore(summary, [(turn.role, turn.text) for turn in turns])
+            self.core.restore(summary, turns)
             self.view.notice(f"resuming {self.options.resume} ({len(turns)} turns)")
         await self._open_audio()
 
@@ -226,38 +214,37 @@ class VoiceBot:
         from realtime_voicebot.audio.build import build_audio
         from realtime_voicebot.audio.devices import AudioUnavailableError
 
+        options = self.options
         try:
             if self.audio_out is None and self.audio_in is None:
                 self.audio_in, self.audio_out = build_audio(
                     self.settings,
-                    text=self.options.text,
-                    input_file=self.options.input_file,
-                    output_file=self.options.output_file,
-                    input_pace=self.options.input_pace,
-                    output_pace=self.options.output_pace,
+                    text=options.text,
+                    input_file=options.input_file,
+                    output_file=options.output_file,
+                    input_pace=options.input_pace,
+                    output_pace=options.output_pace,
                 )
             if self.audio_out is not None:
-                self.audio_out.on_item_started = self._on_playback_started
-                self.audio_out.on_device_error = self._on_speaker_error
+                self.audio_out.on_item_started = self.latency.first_sample
+                self.audio_out.on_item_finished = self._on_playback_finished
+                self.audio_out.on_device_error = lambda reason: self._device_failed(
+                    "Speaker", reason
+                )
                 await self.audio_out.start()
             if self.audio_in is not None:
                 await self.audio_in.start()
         except AudioUnavailableError as exc:
-            if self.options.input_file is not None or self.options.output_file is not None:
+            if options.input_file is not None or options.output_file is not None:
                 raise UserError(str(exc)) from None
-            for device in (self.audio_in, self.audio_out):
-                if device is not None:
-                    with contextlib.suppress(Exception):
-                        await device.stop()
-            self.audio_in = self.audio_out = None
-            self.options.text = True
+            await self._close_devices()
+            self.text_only = self.typing = True
             self.view.notice(f"{exc} -- falling back to text mode: type a line and press Enter")
 
     async def _start_fake_server(self, settings: Settings) -> Settings:
         from realtime_voicebot.fake.server import FakeRealtimeServer, FakeServerConfig
 
-        config = self.options.fake_server_config or FakeServerConfig()
-        self.fake_server = FakeRealtimeServer(config)
+        self.fake_server = FakeRealtimeServer(self.options.fake_server_config or FakeServerConfig())
         await self.fake_server.start()
         self.view.notice(f"fake Realtime server at {self.fake_server.url}")
         key = SecretStr("sk-fake-server")
@@ -269,26 +256,21 @@ class VoiceBot:
         return settings.model_copy(update={"url": self.fake_server.url, "openai_api_key": key})
 
     def _open_transcript(self) -> None:
-        path = self.settings.transcript_path or default_transcript_path()
-        redact: Callable[[str], str] | None = None
-        if self.settings.redact_transcript:
-            from realtime_voicebot.redact import redact as redact_text
+        from realtime_voicebot.redact import redact
 
-            redact = redact_text
-        self.transcript = TranscriptWriter(path, redact=redact)
+        path = self.settings.transcript_path or default_transcript_path()
+        self.transcript = TranscriptWriter(
+            path, redact=redact if self.settings.redact_transcript else None
+        )
         log.info("transcript", path=str(path))
 
     async def _serve(self) -> None:
         assert self.client is not None
         client_task = asyncio.create_task(self.client.run(), name="client")
-        workers = [
-            asyncio.create_task(self._drain_outbox(), name="outbox"),
-            asyncio.create_task(self._watch_exit(), name="exit-watch"),
-        ]
+        workers = [asyncio.create_task(self._watch_exit(), name="exit-watch")]
         if self.audio_in is not None:
             workers.append(asyncio.create_task(self._pump_audio(self.audio_in), name="audio-in"))
-        if self.options.text or self.options.text_lines is not None or _stdin_is_terminal():
-            # Typed lines are text turns in voice mode too: usable without a microphone.
+        if self.typing:  # typed lines are text turns in voice mode too
             workers.append(asyncio.create_task(self._pump_text(), name="text-in"))
         stop_task = asyncio.create_task(self._stop.wait(), name="stop")
         try:
@@ -307,300 +289,197 @@ class VoiceBot:
                 task.cancel()
             await asyncio.gather(*workers, stop_task, return_exceptions=True)
             await self.client.close()
-            if not client_task.done():
-                client_task.cancel()
+            client_task.cancel()
             await asyncio.gather(client_task, return_exceptions=True)
 
     async def _shutdown(self) -> None:
-        if self.tools is not None:
-            await self.tools.aclose()
-        if self.runner is not None:
-            await self.runner.aclose()
-        await self.tasks.aclose()
-        for device in (self.audio_in, self.audio_out):
-            if device is not None:
-                with contextlib.suppress(Exception):
-                    await device.stop()
-        for record in self.state.flush_records():
-            self._on_record(record)
+        for timer in self._timers.values():
+            timer.cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._close_devices()
+        self._perform(self.core.flush_records())
         if self.transcript is not None:
             await self.transcript.aclose()
         if self.fake_server is not None:
             await self.fake_server.stop()
-        summary = self._record_final_metrics()
+        summary = self.summary()
         if self.settings.metrics_file is not None:
             await self._write_metrics_file(self.settings.metrics_file, summary)
-        if self.sessions_started:
+        if self._sessions_started:
             self.view.summary(summary)
         self.view.close()
 
-    # --- handlers ----------------------------------------------------------------------------
+    # --- feeding the core ------------------------------------------------------------------
 
-    def _register_handlers(self) -> None:
-        d = self.dispatcher
-        d.add(self._apply_to_state)
-        d.add(self._on_speech_started, _S.SPEECH_STARTED)
-        d.add(self._on_speech_stopped, _S.SPEECH_STOPPED, _S.INPUT_COMMITTED)
-        d.add(self._on_user_transcript, _S.INPUT_TRANSCRIPT_COMPLETED, _S.INPUT_TRANSCRIPT_FAILED)
-        d.add(self._on_audio_delta, _S.AUDIO_DELTA)
-        d.add(self._on_audio_done, _S.AUDIO_DONE)
-        d.add(self._on_transcript_delta, _S.AUDIO_TRANSCRIPT_DELTA, _S.TEXT_DELTA)
-        d.add(self._on_response_created, _S.RESPONSE_CREATED)
-        d.add(self._on_response_done, _S.RESPONSE_DONE)
-        d.add(self._on_error, _S.ERROR)
-        assert self.runner is not None and self.tools is not None
-        d.add(self.runner.on_event)
-        d.add(self.tools.on_event)
+    def _on_transport(self, event: TransportEvent) -> None:
+        try:
+            if isinstance(event, SessionStarted):
+                self._sessions_started += 1
+                actions = self.core.session_started(event.number, event.reason, event.lifetime_s)
+            elif isinstance(event, ConnectionChanged):
+                actions = self.core.connection_changed(event.state.value, event.detail)
+            else:
+                actions = self.core.server_event(event)
+        except Exception:  # a bug in the core: logged with its traceback, the loop goes on
+            self._core_errors += 1
+            log.exception("core_failed", event=type(event).__name__)
+            return
+        self._feed(actions)
 
-    def _apply_to_state(self, event: ServerEvent) -> None:
-        self._activity.set()
-        self.send_soon(*self.state.apply(event))
+    def _feed(self, actions: list[a.Action]) -> None:
+        """Perform what the core returned, then wake whoever waits for a change."""
+        self._perform(actions)
+        for callback in self._subscribers:
+            try:
+                for action in actions:
+                    callback(action)
+            except Exception:  # a bug in a subscriber: logged, never fatal to the conversation
+                self._core_errors += 1
+                log.exception("subscriber_failed")
+        self.changed.notify()
 
-    def _on_speech_started(self, event: ServerEvent) -> None:
-        self.user_speaking = True
-        self.view.status("user speaking")
+    def _playback(self) -> Playback:
+        player = self.audio_out
+        if player is None:
+            return Playback()
+        item_id = player.playing_item_id or player.head_item_id
+        played = player.played_ms(item_id) if item_id is not None else 0.0
+        return Playback(item_id, played, player.is_audible, has_output=True)
+
+    def _perform(self, actions: list[a.Action]) -> None:
+        for action in actions:
+            match action:
+                case a.Send(event):
+                    assert self.client is not None
+                    self.client.send(event)
+                case a.PlayAudio(item_id, pcm):
+                    self._play(item_id, pcm)
+                case a.EndAudio(item_id) if self.audio_out is not None:
+                    self.audio_out.end_item(item_id)
+                case a.StopPlayback() if self.audio_out is not None:
+                    self.audio_out.flush()
+                case a.RunTool(call_id, name, arguments):
+                    self._tool_tasks[call_id] = self._spawn(
+                        self._run_tool(call_id, name, arguments), f"tool:{name}"
+                    )
+                case a.CancelTool(call_id) if call_id in self._tool_tasks:
+                    self._tool_tasks.pop(call_id).cancel()
+                case a.Summarize():
+                    self._spawn(self._summarize(action), "summary")
+                case a.StartTimer(key, seconds):
+                    self._start_timer(key, seconds)
+                case a.RollOver() if self.client is not None:
+                    self.client.roll_over()
+                case a.Reconnect(reason) if self.client is not None:
+                    self.client.reconnect(reason)
+                case a.Record(record) if self.transcript is not None:
+                    self.transcript.write(record)
+                case _:
+                    self._show(action)
+
+    def _show(self, action: a.Action) -> None:
+        """What happened, to the view and the latency clock."""
+        view = self.view
+        match action:
+            case a.StatusChanged(status):
+                view.status(status)
+            case a.UserTurn(text):
+                view.user_said(text)
+            case a.SpeechEnded():
+                self.latency.speech_ended()
+            case a.ReplyStarted(item_id):
+                self.latency.reply_started(item_id)
+            case a.ReplyDelta(item_id, text):
+                view.assistant_delta(item_id, text)
+            case a.ReplyDone(item_id, text, truncated):
+                view.assistant_done(item_id, text, truncated)
+            case a.BargeIn():
+                self._barge_in_done(time.monotonic())
+            case a.ResponseFinished(usage=usage, window_tokens=window) if usage is not None:
+                self.metrics.add_usage(usage, self.prices)
+                view.cost(self.metrics.cost_usd)
+                view.window(window, self.settings.summary_threshold)
+            case a.Compacted(items=items, summary_chars=chars):
+                view.compaction(items, chars)
+            case a.SessionBegan(reason=reason) if reason != "start":
+                view.window(0, self.settings.summary_threshold)
+            case a.Notice(text):
+                view.notice(text)
+            case a.ErrorReported(text=text) if text is not None:
+                view.error(text)
+
+    # --- performing --------------------------------------------------------------------------
+
+    def _play(self, item_id: str, pcm: bytes) -> None:
+        if self.audio_out is None:
+            return
+        try:
+            self.audio_out.write(item_id, pcm)
+        except Exception as exc:  # PortAudioError, OSError: the device is gone
+            self._device_failed("Speaker", exc)
+
+    def _barge_in_done(self, decided_at: float) -> None:
+        self.latency.barge_in_flushed(decided_at)
         player = self.audio_out
         if player is None:
             return
-        started = time.monotonic()
-        item_id = player.playing_item_id or self.state.streaming_item_id
-        played_ms = player.played_ms(item_id) if item_id is not None else 0.0
-        # flush() names the item even while it was still filling its jitter buffer.
-        item_id = player.flush() or item_id
-        if item_id is None:
-            return
-        sends = self.state.interrupt(played_ms, item_id)
-        if sends and self.state.needs_cancel(self.settings.interrupt_response):
-            sends.append(ev.response_cancel())
-        self.send_soon(*sends)
-        if sends:
-            self.metrics.inc("barge_ins")
-            self.metrics.inc("truncations")
-            self._observe(BARGE_IN_FLUSH, time.monotonic() - started)
-            self.tasks.spawn(self._observe_silence(player, started), name="silence-watch")
-            log.info(
-                "barge_in",
-                event_type=event.type.value,
-                item_id=item_id,
-                response_id=self.state.items[item_id].response_id
-                if item_id in self.state.items
-                else None,
-                played_ms=round(played_ms),
-                events=len(sends),
-            )
 
-    async def _observe_silence(self, player: AudioOutput, started: float) -> None:
-        """Metric `barge_in_to_silence`: speech_started handled -> the reply's last sample
-        handed to the device (the end of the flush's fade, stamped in the device callback)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
-                silenced_at = await player.wait_silenced()
-                if silenced_at is not None:
-                    self._observe(BARGE_IN_TO_SILENCE, max(0.0, silenced_at - started))
+        async def watch_silence() -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    silenced_at = await player.wait_silenced()
+                    if silenced_at is not None:
+                        self.latency.barge_in_silenced(decided_at, silenced_at)
 
-    def _on_speech_stopped(self, event: ServerEvent) -> None:
-        if event.type is _S.SPEECH_STOPPED:
-            self._speech_stopped_at = time.monotonic()
-        self.user_speaking = False
-        self.view.status("thinking")
+        self._spawn(watch_silence(), "silence-watch")
 
-    def _on_user_transcript(self, event: ServerEvent) -> None:
-        item = self.state.items.get(event.item_id or "")
-        text = item.text if item is not None else str(event.get("transcript", ""))
-        if text:
-            self.view.user_said(text)
-        self.metrics.inc("user_turns")
+    def _speaker_failed(self, reason: str) -> None:
+        self._device_failed("Speaker", reason)
 
-    def _on_audio_delta(self, event: ServerEvent) -> None:
-        item_id = event.item_id
-        if item_id is None or not self.state.should_play(event):
-            self.metrics.inc("late_deltas_dropped")
-            return
-        if item_id not in self._first_delta_seen:
-            self._first_delta_seen[item_id] = None
-            if len(self._first_delta_seen) > 64:  # an item's deltas come together: plenty
-                del self._first_delta_seen[next(iter(self._first_delta_seen))]
-            self._first_delta_at[item_id] = time.monotonic()
-            if len(self._first_delta_at) > 64:  # items flushed before they ever played
-                del self._first_delta_at[next(iter(self._first_delta_at))]
-            if self._speech_stopped_at is not None:
-                self._observe(SPEECH_END_TO_FIRST_DELTA, time.monotonic() - self._speech_stopped_at)
-                self._speech_stopped_at = None
-        if self.audio_out is not None:
-            try:
-                self.audio_out.write(item_id, base64.b64decode(event.get("delta") or ""))
-            except Exception as exc:  # PortAudioError, OSError: the device is gone
-                self._device_failed("Speaker", exc)
-                return
-            self.view.status("speaking")
+    def _on_playback_finished(self, item_id: str) -> None:
+        self._feed(self.core.playback_finished(item_id))
 
-    def _on_playback_started(self, item_id: str, first_sample_at: float) -> None:
-        """Metric `first_delta_to_first_sample`: a reply's first delta arriving -> its first
-        sample handed to the device (jitter buffer plus waiting for the next device block)."""
-        arrived = self._first_delta_at.pop(item_id, None)
-        if arrived is not None:
-            self._observe(FIRST_DELTA_TO_FIRST_SAMPLE, max(0.0, first_sample_at - arrived))
+    async def _run_tool(self, call_id: str, name: str | None, arguments: str) -> None:
+        assert self.tool_runner is not None
+        try:
+            result = await self.tool_runner.run(name, arguments, call_id)
+        finally:
+            self._tool_tasks.pop(call_id, None)
+        self._feed(self.core.tool_finished(call_id, result))
 
-    def _on_audio_done(self, event: ServerEvent) -> None:
-        if self.audio_out is not None and event.item_id is not None:
-            self.audio_out.end_item(event.item_id)
-
-    def _on_transcript_delta(self, event: ServerEvent) -> None:
-        if event.item_id is not None and self.state.should_play(event):
-            self.view.assistant_delta(event.item_id, str(event.get("delta") or ""))
-
-    def _on_response_created(self, event: ServerEvent) -> None:
-        self._response_idle.clear()
-
-    def _on_response_done(self, event: ServerEvent) -> None:
-        response = event.object("response")
-        status = response.get("status")
-        replies: list[tuple[str, str, bool]] = []
-        for output in response.get("output") or []:
-            if not isinstance(output, dict) or output.get("type") != "message":
-                continue
-            item_id = output.get("id")
-            if not isinstance(item_id, str):
-                continue
-            if self.audio_out is not None:
-                self.audio_out.end_item(item_id)
-            item = self.state.items.get(item_id)
-            if item is not None and item.role == "assistant":
-                replies.append((item_id, item.spoken_text, item.truncated))
-                self.metrics.inc("assistant_turns")
-                if status == "completed":
-                    self.completed_replies += 1
-        self.metrics.inc(f"responses_{status or 'unknown'}")
-        usage = response.get("usage")
-        if isinstance(usage, dict):
-            self.metrics.add_usage(usage, self.prices)
-        # State first, display last: a view that fails must not stall typing or compaction.
-        self._response_idle.set()
-        assert self.runner is not None
-        self.runner.maybe_start()
-        for item_id, text, truncated in replies:
-            self.view.assistant_done(item_id, text, truncated)
-        if isinstance(usage, dict):
-            self.view.cost(self.metrics.cost_usd)
-            self.view.window(self.state.window_tokens, self.settings.summary_threshold)
-        if self.audio_out is not None and replies:
-            last_reply = replies[-1][0]
-            self.tasks.spawn(self._listening_after(self.audio_out, last_reply), name="listening")
-        else:
-            self.view.status("listening")
-
-    async def _listening_after(self, player: AudioOutput, item_id: str) -> None:
-        """State `listening` once the reply has played out (or was cut), not when it was sent."""
-        await player.wait_finished(item_id)
-        if self._response_idle.is_set() and not self.user_speaking:
-            self.view.status("listening")
-
-    def _observe(self, name: str, seconds: float) -> None:
-        self.metrics.observe(name, seconds)
-        self.view.latency(name, seconds)
-
-    def _on_error(self, event: ServerEvent) -> None:
-        error = event.object("error")
-        code = str(error.get("code") or error.get("type") or "unknown")
-        self.metrics.inc(f"error_{code}")
-        if code in EXPECTED_ERRORS:
-            log.debug("server_error_expected", code=code)
-            return
-        if self.runner is not None and self.runner.owns_request(error.get("event_id")):
-            # A rejected summary create or delete: the compaction retries it, nothing to show.
-            log.info(
-                "compaction_request_rejected", code=code, client_event_id=error.get("event_id")
-            )
-            return
-        log.warning(
-            "server_error",
-            event_type=event.type.value,
-            code=code,
-            message=error.get("message"),
-            client_event_id=error.get("event_id"),
+    async def _summarize(self, request: a.Summarize) -> None:
+        assert self.summaries is not None
+        text, fallback = await self.summaries.summarize(
+            request.inputs, request.previous_summary, request.language
         )
-        self.view.error(f"server: {error.get('message', code)}")
+        self._feed(self.core.summary_ready(request.job_id, text, fallback))
 
-    def _on_record(self, record: JSON) -> None:
-        if self.transcript is not None:
-            self.transcript.write(record)
+    def _start_timer(self, key: Hashable, seconds: float) -> None:
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
 
-    def _on_summary(self, text: str, item_count: int) -> None:
-        self.metrics.inc("compactions")
-        self.view.compaction(item_count, len(text))
+        def fire() -> None:
+            self._timers.pop(key, None)
+            self._feed(self.core.timer_fired(key))
 
-    # --- sessions ----------------------------------------------------------------------------
+        self._timers[key] = asyncio.get_running_loop().call_later(seconds, fire)
 
-    async def _on_session_ready(self, info: SessionInfo) -> None:
-        self.sessions_started += 1
-        if info.reason != "start":
-            # Whatever was queued for the old session (a compaction's deletes, a truncate)
-            # means nothing to the new, blank one: the re-seed below replaces it.
-            while not self._outbox.empty():
-                self._outbox.get_nowait()
-                self.metrics.inc("outbox_discarded_on_new_session")
-            self.state.reset_for_new_session()
-            assert self.runner is not None
-            self.runner.on_new_session()
-            if self.tools is not None:  # calls of the dead session: never answered there
-                self.tools.reset()
-            if self.audio_out is not None:
-                self.audio_out.flush()
-            self.user_speaking = False
-            self._response_idle.set()
-            self.metrics.inc("rollovers" if info.reason == "rollover" else "reconnects")
-            self.view.notice(f"new session ({info.reason}); conversation restored")
-            self.view.window(self.state.window_tokens, self.settings.summary_threshold)
-        assert self.client is not None
-        for seed in self.state.seed_events(self.dialect):
-            await self.client.send(seed)
-        # Typed lines the old session lost or never answered: again, after the seed.
-        resent = self.state.typed_turn_events(self.dialect)
-        if resent:
-            self.metrics.inc("typed_turns_resent", len(resent) - 1)
-            self._response_idle.clear()
-        for event in resent:
-            await self.client.send(event)
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """A background task, kept until it ends; a failure is logged and counted."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
 
-    def _on_connection_state(self, state: ConnectionState, detail: str) -> None:
-        self.view.status(state.value)
-        if state is ConnectionState.RECONNECTING:
-            self.view.notice(f"connection lost: {detail}")
-
-    def is_idle(self) -> bool:
-        """No reply running or playing or owed to a typed line, and the user not speaking:
-        a safe moment to roll over."""
-        playing = self.audio_out is not None and self.audio_out.is_audible
-        return (
-            self.state.active_response_id is None
-            and not self.state.pending_typed_ids
-            and not self.user_speaking
-            and not playing
-        )
-
-    # --- sending -----------------------------------------------------------------------------
-
-    def send_soon(self, *events: JSON) -> None:
-        """Queue client events for the sender task, in order; never blocks."""
-        for event in events:
-            try:
-                self._outbox.put_nowait((self.state.sessions, event))
-            except asyncio.QueueFull:
-                self.metrics.inc("outbox_dropped")
-                log.warning("outbox_full", event_type=event.get("type"))
-
-    async def _send_now(self, event: JSON) -> None:
-        self.send_soon(event)
-
-    async def _drain_outbox(self) -> None:
-        assert self.client is not None
-        while True:
-            session, event = await self._outbox.get()
-            if session != self.state.sessions:  # taken out just before a new session began
-                self.metrics.inc("outbox_discarded_on_new_session")
-                continue
-            if not await self.client.send(event):
-                self.metrics.inc("sends_skipped_offline")
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._task_failures += 1
+            log.error("task_failed", task=task.get_name(), exc_info=task.exception())
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -608,7 +487,7 @@ class VoiceBot:
         assert self.client is not None
         finished: asyncio.Event | None = getattr(source, "finished", None)
         if finished is not None:
-            self.tasks.spawn(self._mark_input_done(finished), name="input-done")
+            self._spawn(self._mark_input_done(finished), "input-done")
         next_level = 0.0
         try:
             async for block in source:
@@ -622,10 +501,19 @@ class VoiceBot:
         except Exception as exc:  # PortAudioError, AudioDeviceError: unplugged, driver gone
             self._device_failed("Microphone", exc)
 
-    # --- audio device failures -----------------------------------------------------------------
+    async def _mark_input_done(self, finished: asyncio.Event) -> None:
+        await finished.wait()
+        self._input_done.set()
 
-    def _on_speaker_error(self, reason: str) -> None:
-        self._device_failed("Speaker", reason)
+    async def _pump_text(self) -> None:
+        lines = self.options.text_lines or stdin_lines()
+        while (line := await lines.get()) is not None:
+            if line.strip():
+                self._feed(self.core.typed_line(line.strip()))
+        if self.text_only:  # in voice mode the microphone (or file) is the input
+            self._input_done.set()
+
+    # --- audio device failures -----------------------------------------------------------------
 
     def _device_failed(self, which: str, reason: object) -> None:
         """A device failed mid-run: one line saying so, then text mode or a clean exit (1).
@@ -633,81 +521,50 @@ class VoiceBot:
         Text mode when lines can be typed (a terminal, or given lines) and no file is being
         played or recorded; otherwise the run ends and the transcript is saved as usual.
         """
-        if self._device_failure is not None:
+        if self.device_failure is not None:
             return
         flag = "--input-device" if which == "Microphone" else "--output-device"
         detail = str(reason).strip().rstrip(".") or type(reason).__name__
-        self._device_failure = (
+        self.device_failure = (
             f"{which} stopped: {detail}. Run `voicebot devices list` and pick a device with {flag}."
         )
-        log.error("audio_device_failed", device=which.lower(), reason=detail)
-        self.metrics.inc("audio_device_failures")
-        self.view.error(self._device_failure)
         devices = [d for d in (self.audio_in, self.audio_out) if d is not None]
-        self.audio_in = self.audio_out = None  # no handler touches a device from here on
-        self.tasks.spawn(self._after_device_failure(devices), name="device-failure")
+        self.audio_in = self.audio_out = None  # no action touches a device from here on
+        log.error("audio_device_failed", device=which.lower(), reason=detail)
+        self.view.error(self.device_failure)
+        self._spawn(self._after_device_failure(devices), "device-failure")
 
     async def _after_device_failure(self, devices: list[AudioInput | AudioOutput]) -> None:
         for device in devices:
             with contextlib.suppress(Exception):  # a device that is gone may fail to stop
                 await device.stop()
-        typing = self.options.text or self.options.text_lines is not None or _stdin_is_terminal()
-        if typing and self.options.input_file is None and self.options.output_file is None:
-            self.options.text = True  # the end of typed input now ends the run
+        files = self.options.input_file is not None or self.options.output_file is not None
+        if self.typing and not files:
+            self.text_only = True  # the end of typed input now ends the run
             self.view.notice("falling back to text mode: type a line and press Enter")
             await self._wait_input_finished()
         else:
             self.exit_code = 1
         self.stop()
 
-    async def _mark_input_done(self, finished: asyncio.Event) -> None:
-        await finished.wait()
-        self._input_done.set()
-
-    async def _pump_text(self) -> None:
-        assert self.client is not None
-        lines = self.options.text_lines or _stdin_lines()
-        while (line := await lines.get()) is not None:
-            text = line.strip()
-            if not text:
-                continue
-            await self.client.wait_connected()
-            audible = self.audio_out is not None and self.audio_out.is_audible
-            if not self._response_idle.is_set() or audible:
-                self._interrupt_for_text()
-                await self._response_idle.wait()
-            self.metrics.inc("text_turns")
-            self.view.user_said(text)
-            # Pending until answered: a new session re-sends it if this one loses it.
-            self.state.add_typed_turn(text)
-            self.send_soon(*self.state.typed_turn_events(self.dialect))
-            self._response_idle.clear()
-        if self.options.text:  # in voice mode the microphone (or file) is the input
-            self._input_done.set()
-
-    def _interrupt_for_text(self) -> None:
-        """A typed line while the bot talks: stop it like a spoken barge-in would."""
-        item_id = self.state.streaming_item_id
-        played = 0.0
-        if self.audio_out is not None:
-            item_id = self.audio_out.playing_item_id or item_id
-            played = self.audio_out.played_ms(item_id) if item_id else 0.0
-            self.audio_out.flush()
-        sends = self.state.interrupt(played, item_id)
-        if sends:
-            self.metrics.inc("barge_ins")
-            self.metrics.inc("truncations")
-        if self.state.active_response_id is not None:
-            sends.append(ev.response_cancel())
-        self.send_soon(*sends)
+    async def _close_devices(self) -> None:
+        devices = [d for d in (self.audio_in, self.audio_out) if d is not None]
+        self.audio_in = self.audio_out = None  # no action touches a device from here on
+        for device in devices:
+            with contextlib.suppress(Exception):  # a device that is gone may fail to stop
+                await device.stop()
 
     # --- exit conditions -----------------------------------------------------------------------
 
+    async def until(self, predicate: Callable[[], object], timeout_s: float | None = None) -> None:
+        """Wait until ``predicate()`` holds, re-checked after each input the core handled."""
+        await self.changed.until(predicate, timeout_s)
+
     async def _watch_exit(self) -> None:
-        waits: list[Awaitable[Any]] = []
+        waits = []
         if self.options.max_turns is not None:
-            waits.append(self._wait_for_turns(self.options.max_turns))
-        if self.options.exit_when_input_ends or self.options.text:
+            waits.append(self._wait_for_replies(self.options.max_turns))
+        if self.options.exit_when_input_ends or self.text_only:
             waits.append(self._wait_input_finished())
         if not waits:
             return
@@ -719,54 +576,59 @@ class VoiceBot:
                 task.cancel()
         self.stop()
 
-    async def _wait_for_turns(self, turns: int) -> None:
-        while self.completed_replies < turns:
-            self._activity.clear()
-            await self._activity.wait()
+    async def _wait_for_replies(self, replies: int) -> None:
+        await self.until(lambda: self.core.stats.completed_replies >= replies)
         await self._wait_playback_done()
 
     async def _wait_input_finished(self) -> None:
+        """The input ended (file, typed lines): wait for the last reply, then a quiet spell."""
         await self._input_done.wait()
         quiet = max(QUIET_AFTER_INPUT_S, 2 * self.settings.vad_silence_ms / 1000)
         while True:
-            await self._response_idle.wait()
+            await self.until(lambda: not self.core.turns.reply_owed)
             await self._wait_playback_done()
-            self._activity.clear()
             try:
-                async with asyncio.timeout(quiet):
-                    await self._activity.wait()
+                await asyncio.wait_for(self.changed.wait(), quiet)
             except TimeoutError:
-                if self.is_idle():
+                if self.core.turns.idle():
                     return
 
     async def _wait_playback_done(self) -> None:
         player = self.audio_out
-        if player is None:
-            return
-        item_id = player.playing_item_id
-        if item_id is not None:
+        item_id = player.playing_item_id if player is not None else None
+        if player is not None and item_id is not None:
             await player.wait_finished(item_id)
 
-    # --- metrics -----------------------------------------------------------------------------
+    # --- the session summary ---------------------------------------------------------------------
 
-    def _record_final_metrics(self) -> dict[str, Any]:
-        """Counters kept by the parts (client, devices, state) into `metrics`; the summary."""
-        m = self.metrics
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Counters of every part, by part."""
+        parts: dict[str, dict[str, Any]] = {
+            "core": self.core.snapshot(),
+            "app": {
+                "audio_device_failures": int(self.device_failure is not None),
+                "task_failures": self._task_failures,
+                "core_errors": self._core_errors,
+                "sessions_started": self._sessions_started,
+            },
+        }
         if self.client is not None:
-            m.counters["mic_blocks_dropped_offline"] = self.client.audio.dropped_blocks
-            m.counters["frames_dropped_parse"] = self.client.parser.stats.dropped
+            parts["client"] = self.client.snapshot()
+        if self.tool_runner is not None:
+            parts["tools"] = self.tool_runner.stats.snapshot()
+        if self.transcript is not None:
+            parts["transcript"] = {
+                "written": self.transcript.written,
+                "dropped": self.transcript.dropped,
+            }
         if self.audio_out is not None:
-            m.counters["player_underruns"] = self.audio_out.underruns
+            parts["player"] = {"underruns": self.audio_out.underruns}
         if self.audio_in is not None:
-            m.counters["mic_blocks_dropped"] = self.audio_in.dropped_blocks
-        m.counters["window_tokens"] = self.state.window_tokens
-        if self.runner is not None:
-            runner = self.runner.metrics
-            m.counters["compaction_failures"] = runner.failures
-            m.counters["compactions_abandoned"] = runner.abandoned
-            m.counters["summary_fallbacks"] = runner.fallbacks
-            m.counters["items_summarized"] = runner.items_summarized
-        return m.summary()
+            parts["mic"] = {"dropped_blocks": self.audio_in.dropped_blocks}
+        return parts
+
+    def summary(self) -> dict[str, Any]:
+        return self.metrics.summary(self.snapshot())
 
     async def _write_metrics_file(self, path: Path, summary: dict[str, Any]) -> None:
         """`--metrics-file`: the summary as JSON, written off the loop."""
@@ -775,29 +637,3 @@ class VoiceBot:
             await asyncio.to_thread(path.write_text, text)
         except OSError as exc:
             self.view.error(f"cannot write the metrics file {path}: {exc.strerror or exc}")
-
-
-def _stdin_is_terminal() -> bool:
-    try:
-        return sys.stdin is not None and sys.stdin.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stdin
-        return False
-
-
-def _stdin_lines() -> asyncio.Queue[str | None]:
-    """Lines typed on stdin, read by a daemon thread (a blocked read never holds up exit)."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str | None] = asyncio.Queue(256)
-
-    def put(line: str | None) -> None:
-        # Blocks this thread while the queue is full: typed lines wait, none are dropped.
-        asyncio.run_coroutine_threadsafe(queue.put(line), loop).result()
-
-    def read() -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: the run is over
-            for line in sys.stdin:  # one line as soon as it is typed, not at end of input
-                put(line)
-            put(None)
-
-    threading.Thread(target=read, name="stdin", daemon=True).start()
-    return queue

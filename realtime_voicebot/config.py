@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from realtime_voicebot.errors import UserError
+
 ENV_PREFIX = "VOICEBOT_"
 ENV_FILE = ".env"
 
@@ -176,6 +178,13 @@ class Settings(BaseSettings):
     )
     offline_buffer_s: float = Field(
         30.0, ge=15, le=600, description="Microphone audio kept while disconnected."
+    )
+    response_timeout_s: float = Field(
+        15.0,
+        ge=1,
+        le=600,
+        description="A reply owed with nothing at all from the server this long is cancelled "
+        "(the user is told); as long again and the connection is renewed.",
     )
 
     # --- output ----------------------------------------------------------------------------
@@ -335,7 +344,7 @@ def value_sources(overrides: dict[str, Any], env_file: str | None = ENV_FILE) ->
     return sources
 
 
-class SettingsError(Exception):
+class SettingsError(UserError):
     """Invalid configuration, with one line per problem naming the setting."""
 
 

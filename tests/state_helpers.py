@@ -12,7 +12,8 @@ import itertools
 import json
 from typing import Any
 
-from realtime_voicebot.state.conversation import ConversationState
+from realtime_voicebot.core import CoreConfig, Playback, SessionCore
+from realtime_voicebot.core import actions as a
 from realtime_voicebot.transport.events import PCM_BYTES_PER_MS, EventParser, ServerEvent
 
 from .spec import validate_server
@@ -266,21 +267,59 @@ def usage(
 
 
 class Conversation:
-    """A `ConversationState` fed by a `Server`: scripted turns, every sent event collected."""
+    """A `SessionCore` fed by a `Server`: scripted turns; every action and sent event kept.
 
-    def __init__(self, dialect: str = "ga", **state_args: Any) -> None:
+    ``state`` is the core's `Conversation` (the mirror and history). ``playback`` is what the
+    core reads as the player's position; set it before a barge-in.
+    """
+
+    def __init__(self, dialect: str = "ga", **config: Any) -> None:
         self.srv = Server(dialect)
-        self.state = ConversationState(**state_args)
+        self.playback = Playback()
+        config = CoreConfig(dialect=dialect, **config)  # type: ignore[arg-type]
+        self.core = SessionCore(config, playback=lambda: self.playback)
+        self.state = self.core.conversation
+        self.actions: list[a.Action] = []
         self.sent: list[JSON] = []
+        self.records: list[JSON] = []
         self._audio_clock = 0
         self.last_id: str | None = None
+        self.take(self.core.session_started(1, "start", None))
+
+    def take(self, actions: list[a.Action]) -> list[JSON]:
+        """Keep ``actions``; the client events among them."""
+        self.actions.extend(actions)
+        sent = [x.event for x in actions if isinstance(x, a.Send)]
+        self.sent.extend(sent)
+        self.records.extend(x.record for x in actions if isinstance(x, a.Record))
+        return sent
 
     def apply(self, *events: ServerEvent) -> list[JSON]:
+        """Feed server events; the client events the core sent in answer."""
         out: list[JSON] = []
         for event in events:
-            out.extend(self.state.apply(event))
-        self.sent.extend(out)
+            out.extend(self.take(self.core.server_event(event)))
         return out
+
+    def interrupt(self, played_ms: float, item_id: str | None) -> list[JSON]:
+        """The user talks over ``item_id`` after ``played_ms`` of it: the truncate or delete."""
+        self.playback = Playback(item_id, played_ms, audible=True, has_output=True)
+        sent = self.take(self.core.interrupt("speech"))
+        self.playback = Playback(has_output=True)
+        return sent
+
+    def new_session(self, reason: str = "reconnect") -> list[JSON]:
+        """The connection was replaced: the client events the new session gets first."""
+        number = self.core.session_number + 1
+        self.last_id = None
+        return self.take(self.core.session_started(number, reason, None))
+
+    def should_play(self, event: ServerEvent) -> bool:
+        return self.state.should_play(event.item_id or "", event.response_id)
+
+    def take_records(self) -> list[JSON]:
+        records, self.records = self.records, []
+        return records
 
     def user_turn(
         self,

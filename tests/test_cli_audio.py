@@ -93,7 +93,7 @@ async def test_run_without_a_usable_device_falls_back_to_text_mode(tmp_path: Pat
     assert len(fallback) == 1, view.notices
     if rig_problem() is None:
         assert "No device matches 'no-such-device'" in fallback[0]
-    assert bot.options.text
+    assert bot.text_only and not bot.options.text  # the options are never rewritten
     assert bot.audio_in is None and bot.audio_out is None
     assert [text for _, text, _ in view.assistant] == ["You said: hello there"]
     assert not view.errors

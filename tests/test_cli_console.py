@@ -140,7 +140,8 @@ async def test_the_view_gets_level_window_latency_cost_and_the_summary(tmp_path:
     # Passed on at most every LEVEL_INTERVAL_S: the speech is loud, the leading silence not.
     assert max(view.levels) > -40 and min(view.levels) < -80
     assert len(view.levels) < wav.blocks_read / 2
-    assert view.windows[-1] == (bot.state.window_tokens, 5000) and bot.state.window_tokens > 0
+    window = bot.core.conversation.window_tokens
+    assert view.windows[-1] == (window, 5000) and window > 0
     assert view.costs[-1] == pytest.approx(bot.metrics.cost_usd) and view.costs[-1] > 0
     names = {name for name, _ in view.latencies}
     assert {SPEECH_END_TO_FIRST_DELTA, "first_delta_to_first_sample"} <= names
@@ -174,7 +175,7 @@ async def test_typed_lines_are_text_turns_in_voice_mode(tmp_path: Path) -> None:
     assert [i.text for i in user_items] == ["typed while the mic is open"]
     assert running.view.assistant[0][1] == "You said: typed while the mic is open"
     assert running.view.user == ["typed while the mic is open"]
-    assert running.bot.metrics.counters["text_turns"] == 1
+    assert running.bot.core.turns.stats.typed_lines == 1
 
 
 async def test_typing_while_the_bot_speaks_interrupts_it(tmp_path: Path) -> None:
@@ -209,7 +210,7 @@ async def test_typing_while_the_bot_speaks_interrupts_it(tmp_path: Path) -> None
     assert second_text == "You said: stop please"
     truncate = session.received[cut]
     assert truncate["item_id"] == first and truncate["audio_end_ms"] > 0
-    assert running.bot.metrics.counters["truncations"] == 1
+    assert running.bot.summary()["truncations"] == 1
 
 
 class Terminal:

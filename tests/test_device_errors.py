@@ -47,7 +47,7 @@ def turns(path: Path) -> list[tuple[str, str]]:
 @pytest.fixture
 def no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nobody can type: stdin is not a terminal (as under a service manager or a pipe)."""
-    monkeypatch.setattr(app_module, "_stdin_is_terminal", lambda: False)
+    monkeypatch.setattr(app_module, "stdin_is_terminal", lambda: False)
 
 
 class FailingMic(PushInput):
@@ -123,7 +123,7 @@ async def test_microphone_error_without_a_terminal_exits_1_with_the_transcript_s
         ("user", "what time is it"),
         ("assistant", "You said: what time is it"),
     ]
-    assert running.bot.metrics.counters["audio_device_failures"] == 1
+    assert running.bot.snapshot()["app"]["audio_device_failures"] == 1
 
 
 async def test_microphone_error_falls_back_to_typed_lines(tmp_path: Path) -> None:

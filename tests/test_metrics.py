@@ -142,29 +142,33 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 0.95) == 0.0
 
 
-def test_summary_holds_turns_latency_counters_drops_and_errors() -> None:
+def test_summary_merges_the_parts_snapshots_with_latency() -> None:
     metrics = Metrics()
-    for name, n in {
-        "assistant_turns": 3,
-        "user_turns": 2,
-        "text_turns": 1,
-        "reconnects": 1,
-        "compactions": 2,
-        "truncations": 1,
-        "mic_blocks_dropped": 4,
-        "player_underruns": 1,
-        "error_rate_limit_exceeded": 2,
-    }.items():
-        metrics.inc(name, n)
+    parts = {
+        "core": {
+            "replies": 3,
+            "user_turns": 2,
+            "late_deltas_dropped": 0,
+            "errors": {"rate_limit_exceeded": 2},
+            "turns": {"typed_lines": 1, "truncations": 1},
+            "compaction": {"compactions": 2},
+            "tool_calls": {"calls": 4},
+        },
+        "client": {"reconnects": 1, "rollovers": 0, "outbox_dropped": 0},
+        "mic": {"dropped_blocks": 4},
+        "player": {"underruns": 1},
+    }
     for seconds in (0.1, 0.3, 0.2):
         metrics.observe("speech_end_to_first_delta", seconds)
-    summary = metrics.summary()
+    summary = metrics.summary(parts)
     assert summary["turns"] == 3 and summary["user_turns"] == 3
     assert (summary["reconnects"], summary["rollovers"], summary["compactions"]) == (1, 0, 2)
-    assert summary["truncations"] == 1
+    assert summary["truncations"] == 1 and summary["tool_calls"] == 4
     assert summary["drops"]["mic_blocks"] == 4 and summary["drops"]["player_underruns"] == 1
     assert sum(summary["drops"].values()) == 5
     assert summary["errors"] == {"rate_limit_exceeded": 2}
+    assert summary["parts"] == parts  # every counter of every part is kept
     latency = summary["latency"]["speech_end_to_first_delta"]
     assert latency == {"count": 3, "median_ms": 200.0, "p95_ms": 300.0}
     assert summary["duration_s"] >= 0
+    assert Metrics().summary()["turns"] == 0  # no parts: zeros, not a failure

@@ -79,10 +79,10 @@ async def test_key_absent_from_logs_messages_and_urls(
         running = start_bot(server, settings, RunOptions(text=True, text_lines=lines))
         await running.session(1)
 
-        def leaky_handler(event: Any) -> None:  # a bug whose exception carries the key
+        def leaky_subscriber(action: Any) -> None:  # a bug whose exception carries the key
             raise RuntimeError(f"request failed with Authorization: Bearer {KEY}")
 
-        running.bot.dispatcher.add(leaky_handler)
+        running.bot.subscribe(leaky_subscriber)
         await lines.put("hello there")
         await replies(running, 1)
         await server.drop_connection()  # a reconnect logs the connection states and details
@@ -94,7 +94,7 @@ async def test_key_absent_from_logs_messages_and_urls(
     # The connection worked with the key, so it really was sent (in a header).
     assert len(accepted) == 2
     log_text = logs.getvalue()
-    assert "handler_failed" in log_text and "Traceback" in log_text  # the traceback was logged
+    assert "subscriber_failed" in log_text and "Traceback" in log_text  # the traceback was logged
     assert "[key]" in log_text  # ...with the key replaced
     assert "connection_state" in log_text and "session_ready" in log_text
     assert_no_key(log_text, f"{log_format} logs")

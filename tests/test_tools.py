@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from realtime_voicebot.config import load_settings
-from realtime_voicebot.handlers.tool_calls import ToolCallHandler
-from realtime_voicebot.tools import Tool, ToolError, ToolRegistry
+from realtime_voicebot.core import actions as a
+from realtime_voicebot.core.tool_calls import ToolCalls, ToolCallStats
+from realtime_voicebot.tools import Tool, ToolError, ToolRegistry, ToolRunner
 from realtime_voicebot.tools.builtin import build_registry
 from realtime_voicebot.tools.builtin.current_time import current_time_tool
 from realtime_voicebot.tools.builtin.http_get import (
@@ -27,7 +28,9 @@ from realtime_voicebot.transport.events import (
     ClientEventType,
     Dialect,
     EventParser,
+    ServerEvent,
     ServerEventType,
+    response_create,
     session_update,
     wire_name,
 )
@@ -141,13 +144,13 @@ class Wire:
         self.created = asyncio.Event()
         self.parser = EventParser()
 
-    async def send(self, event: dict[str, Any]) -> None:
+    def send(self, event: dict[str, Any]) -> None:
         validate_client(event, self.dialect)
         self.sent.append(event)
         if event["type"] == ClientEventType.RESPONSE_CREATE:
             self.created.set()
 
-    def feed(self, handler: ToolCallHandler, events: list[dict[str, Any]]) -> None:
+    def feed(self, handler: ToolHarness, events: list[dict[str, Any]]) -> None:
         for event in events:
             validate_server(event, self.dialect)
             parsed = self.parser.parse(json.dumps(event))
@@ -178,18 +181,68 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-Make = Callable[..., Awaitable[tuple[ToolCallHandler, Wire]]]
+class ToolHarness:
+    """The core's call bookkeeping (`ToolCalls`) and the `ToolRunner`, wired as the app
+    wires them: `RunTool` starts a task, its result goes back to the bookkeeping, `Send`
+    goes to the wire, `CancelTool` cancels the task, a due reply is one `response.create`."""
+
+    def __init__(self, registry: ToolRegistry, wire: Wire, timeout_s: float) -> None:
+        self.calls = ToolCalls()
+        self.runner = ToolRunner(registry, timeout_s)
+        self.wire = wire
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def stats(self) -> ToolCallStats:
+        return self.calls.stats
+
+    @property
+    def pending(self) -> int:
+        return self.calls.pending
+
+    def on_event(self, event: ServerEvent) -> None:
+        self.perform(*self.calls.on_event(event))
+
+    def perform(self, actions: list[a.Action], reply_due: bool) -> None:
+        for action in actions:
+            if isinstance(action, a.Send):
+                self.wire.send(action.event)
+            elif isinstance(action, a.RunTool):
+                self.tasks[action.call_id] = asyncio.ensure_future(
+                    self._run(action.call_id, action.name, action.arguments)
+                )
+            elif isinstance(action, a.CancelTool):
+                self.tasks.pop(action.call_id).cancel()
+        if reply_due:
+            self.wire.send(response_create())
+
+    async def _run(self, call_id: str, name: str | None, arguments: str) -> None:
+        result = await self.runner.run(name, arguments, call_id)
+        self.tasks.pop(call_id, None)
+        self.perform(*self.calls.finished(call_id, result))
+
+    async def join(self) -> None:
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        await self.join()
+        self.tasks.clear()
+
+
+Make = Callable[..., Awaitable[tuple[ToolHarness, Wire]]]
 
 
 @pytest.fixture
 async def make() -> Any:
-    handlers: list[ToolCallHandler] = []
+    handlers: list[ToolHarness] = []
 
     async def _make(
         registry: ToolRegistry, dialect: Dialect = "ga", timeout_s: float = 10.0
-    ) -> tuple[ToolCallHandler, Wire]:
+    ) -> tuple[ToolHarness, Wire]:
         wire = Wire(dialect)
-        handler = ToolCallHandler(registry, wire.send, timeout_s=timeout_s)
+        handler = ToolHarness(registry, wire, timeout_s)
         handlers.append(handler)
         return handler, wire
 
@@ -356,7 +409,7 @@ async def test_single_call_answered_after_response_done(make: Make, dialect: Dia
     assert wire.outputs() == {"call_1": {"city": "Paris", "temperature": 21, "unit": "C"}}
     assert set(wire.sent[1]) == {"type", "event_id"}
     assert handler.stats.calls == 1 and handler.stats.errors == 0
-    assert handler.stats.outputs_sent == 1 and handler.stats.responses_created == 1
+    assert handler.stats.outputs_sent == 1 and handler.stats.replies_requested == 1
     assert handler.pending == 0
 
 
@@ -388,7 +441,7 @@ async def test_two_calls_answered_before_one_response_create(make: Make, dialect
     await handler.join()
     assert wire.types() == [ClientEventType.ITEM_CREATE] * 2 + [ClientEventType.RESPONSE_CREATE]
     assert wire.outputs() == {"call_a": 2, "call_b": 10}
-    assert handler.stats.calls == 2 and handler.stats.responses_created == 1
+    assert handler.stats.calls == 2 and handler.stats.replies_requested == 1
 
 
 async def answer_of(
@@ -549,7 +602,7 @@ async def test_aclose_cancels_running_tools(make: Make) -> None:
     wire.feed(handler, [*events, response_done("ga", "resp_z", items)])
     await asyncio.wait_for(started.wait(), WAIT_S)
     await asyncio.wait_for(handler.aclose(), WAIT_S)
-    assert cancelled.is_set() and wire.sent == [] and handler.pending == 0
+    assert cancelled.is_set() and wire.sent == []
 
 
 async def test_non_tool_events_are_ignored(make: Make) -> None:

@@ -149,8 +149,8 @@ async def test_call_is_answered_and_the_next_reply_follows(tmp_path: Path, diale
     tools = events[0]["session"]["tools"]
     assert [t["name"] for t in tools] == ["lookup"]
     assert running.view.assistant[-1][1] == "Clear skies in Paris."
-    assert running.bot.dispatcher.handler_errors == 0
-    assert running.bot.tools is not None and running.bot.tools.stats.outputs_sent == 1
+    assert running.bot.snapshot()["app"]["core_errors"] == 0
+    assert running.bot.core.tool_calls.stats.outputs_sent == 1
 
 
 @pytest.mark.parametrize("dialect", ["ga", "beta"])
@@ -167,7 +167,7 @@ async def test_two_calls_in_one_response_then_one_response_create(
         session = await running.session(1)
         await lines.put("Paris and Rome?")
         await running.wait_for(lambda: "response.done" in session.sent_types())
-        state, first_id = running.bot.state, session.responses[0].id
+        state, first_id = running.bot.core.conversation, session.responses[0].id
         await eventually(
             lambda: (
                 lookup.calls == ["Paris", "Rome"] and state.responses.get(first_id) == "completed"
@@ -216,9 +216,9 @@ async def test_unknown_tool_gets_an_error_output_and_the_run_goes_on(tmp_path: P
     assert answered == call_id
     assert output["error"] == "unknown tool 'book_flight'; available tools: lookup"
     assert lookup.calls == []
-    tools = running.bot.tools
-    assert tools is not None and tools.stats.errors == 1 and tools.pending == 0
-    assert running.bot.dispatcher.handler_errors == 0 and not running.view.errors
+    tools = running.bot.core.tool_calls
+    assert tools.stats.errors == 1 and tools.pending == 0
+    assert running.bot.snapshot()["app"]["core_errors"] == 0 and not running.view.errors
 
 
 async def test_tool_timing_out_is_answered_with_an_error(tmp_path: Path) -> None:
@@ -237,7 +237,7 @@ async def test_tool_timing_out_is_answered_with_an_error(tmp_path: Path) -> None
     assert outputs_of(events) == [(call_id, {"error": "tool lookup timed out after 0.2 s"})]
     assert after_first_user_message(events)[-2:] == ["conversation.item.create", "response.create"]
     assert lookup.cancelled == 1
-    assert running.bot.tools is not None and running.bot.tools.stats.timeouts == 1
+    assert running.bot.core.tool_calls.stats.timeouts == 1
 
 
 async def test_reconnect_drops_the_calls_of_the_dead_session(tmp_path: Path) -> None:
@@ -250,9 +250,9 @@ async def test_reconnect_drops_the_calls_of_the_dead_session(tmp_path: Path) -> 
         await lines.put("weather in Paris?")
         await running.wait_for(lambda: "response.done" in first.sent_types())
         await asyncio.wait_for(lookup.started.wait(), 5)
-        tools, client = running.bot.tools, running.bot.client
-        assert tools is not None and client is not None
-        state, first_id = running.bot.state, first.responses[0].id
+        tools, client = running.bot.core.tool_calls, running.bot.client
+        assert client is not None
+        state, first_id = running.bot.core.conversation, first.responses[0].id
         await eventually(lambda: state.responses.get(first_id) == "completed")
         assert tools.pending == 1
         await server.drop_connection()
@@ -271,7 +271,7 @@ async def test_reconnect_drops_the_calls_of_the_dead_session(tmp_path: Path) -> 
     events = client_events(second)
     assert outputs_of(events) == []
     assert [e["type"] for e in events].count("response.create") == 1
-    assert running.bot.metrics.counters["reconnects"] == 1
+    assert running.bot.summary()["reconnects"] == 1
 
 
 async def test_fake_sends_parallel_calls_in_one_response(tmp_path: Path) -> None:

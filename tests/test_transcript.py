@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from realtime_voicebot.state.compaction import Compaction
-from realtime_voicebot.state.conversation import ConversationState
-from realtime_voicebot.state.policy import CompactionPolicy
+from realtime_voicebot.core.compaction import Compaction, CompactionPolicy
+from realtime_voicebot.core.conversation import Conversation as Mirror
+from realtime_voicebot.core.recap import read_recap, seed_text
 from realtime_voicebot.transcript import (
     TranscriptWriter,
     default_transcript_path,
@@ -117,7 +117,7 @@ async def test_state_records_round_trip_into_a_resumed_session(
 ) -> None:
     path = tmp_path / "t.jsonl"
     writer = TranscriptWriter(path)
-    conv = Conversation(dialect, on_record=writer.write)
+    conv = Conversation(dialect)
     conv.exchange(3, tokens=5000)
     plan = CompactionPolicy(threshold_tokens=1000, keep_items=2).due(conv.state)
     assert plan is not None
@@ -131,16 +131,18 @@ async def test_state_records_round_trip_into_a_resumed_session(
         conv.apply(event)
         compaction.on_event(event)
     conv.user_turn("u3", "And order 3?")
-    conv.state.flush_records()
+    for record in [*conv.take_records(), *conv.state.flush_records()]:
+        writer.write(record)
     await writer.aclose()
 
     summary, turns = load_transcript(path)
     assert summary == "Orders 0 and 1 ship to Paris."
     assert [t.item_id for t in turns] == ["u2", "a2", "u3"]
-    resumed = ConversationState()
+    resumed = Mirror()
     resumed.restore(summary, [(t.role, t.text) for t in turns])
-    [seed] = resumed.seed_events(dialect)
-    text = seed["item"]["content"][0]["text"]
-    assert "Orders 0 and 1 ship to Paris." in text
-    assert text.endswith("User: And order 3?")
+    text = seed_text(resumed)
+    assert text is not None
+    seeded_summary, recent = read_recap(text)
+    assert seeded_summary == "Orders 0 and 1 ship to Paris."
+    assert recent[-1] == "User: And order 3?"
     assert "number 0" not in text

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
+from realtime_voicebot.errors import UserError
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
@@ -21,7 +23,7 @@ DeviceKind = Literal["input", "output"]
 LIST_HINT = "run `voicebot devices list`"
 
 
-class AudioUnavailableError(RuntimeError):
+class AudioUnavailableError(UserError):
     """No usable audio library or device; the message says what to do about it."""
 
 

@@ -24,12 +24,13 @@ from realtime_voicebot.audio.resample import (
     rms_dbfs,
     to_mono,
 )
+from realtime_voicebot.errors import UserError
 
 if TYPE_CHECKING:
     from realtime_voicebot.audio.echo import EchoProcessor
 
 
-class AudioFileError(ValueError):
+class AudioFileError(UserError, ValueError):
     """A WAV file that cannot be used as input; the message says how to convert it."""
 
 

@@ -31,6 +31,7 @@ from realtime_voicebot.audio.resample import (
     mean_square_dbfs,
     sum_of_squares,
 )
+from realtime_voicebot.errors import VoicebotError
 
 if TYPE_CHECKING:
     from realtime_voicebot.audio.echo import EchoProcessor
@@ -40,7 +41,7 @@ log = structlog.get_logger(component="audio.input")
 STREAM_STOPPED = "the input stream stopped unexpectedly (device unplugged or PortAudio failed)"
 
 
-class AudioDeviceError(RuntimeError):
+class AudioDeviceError(VoicebotError, RuntimeError):
     """A device failed during a run (unplugged, PortAudio error); the message is the reason."""
 
 

@@ -153,6 +153,8 @@ class AudioOutput(Protocol):
     @property
     def playing_item_id(self) -> str | None: ...
     @property
+    def head_item_id(self) -> str | None: ...
+    @property
     def underruns(self) -> int: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -382,6 +384,12 @@ class AudioPlayer:
     def playing_item_id(self) -> str | None:
         """The item whose samples were in the last block handed to the device."""
         return self._playing_item_id
+
+    @property
+    def head_item_id(self) -> str | None:
+        """The item playing or next to play (filling its jitter buffer), if any."""
+        with self._lock:
+            return self._queue[0].item_id if self._queue else None
 
     @property
     def is_audible(self) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from realtime_voicebot.errors import VoicebotError
 from realtime_voicebot.tools.schema import JSON, parameters_for, schema_problems
 
 ToolFunction = Callable[..., Awaitable[Any]]
@@ -16,7 +17,7 @@ F = TypeVar("F", bound=ToolFunction)
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class ToolError(Exception):
+class ToolError(VoicebotError):
     """A failure whose message is meant for the model as is (e.g. an unknown time zone)."""
 
 

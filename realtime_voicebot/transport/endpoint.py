@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from realtime_voicebot.config import Settings
+from realtime_voicebot.errors import UserError
 
 OPENAI_WS_BASE = "wss://api.openai.com/v1"
 
 
-class EndpointError(Exception):
+class EndpointError(UserError):
     """The settings do not say where or how to connect; the message says what to set."""
 
 

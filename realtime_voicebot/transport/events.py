@@ -15,11 +15,14 @@ import base64
 import itertools
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
+
+from realtime_voicebot.transport import payloads as pl
 
 if TYPE_CHECKING:
     from realtime_voicebot.config import Settings
@@ -177,21 +180,58 @@ def internal_name(wire_type: str) -> ServerEventType | None:
     return _WIRE_TO_INTERNAL.get(wire_type)
 
 
+_PAYLOADS: dict[ServerEventType, Callable[[JSON], pl.Payload]] = {
+    _S.SESSION_CREATED: pl.parse_session_created,
+    _S.ERROR: pl.parse_error,
+    _S.SPEECH_STARTED: pl.parse_speech_started,
+    _S.SPEECH_STOPPED: pl.parse_speech_stopped,
+    _S.INPUT_COMMITTED: pl.parse_committed,
+    _S.INPUT_TIMEOUT: pl.parse_input_timeout,
+    _S.ITEM_ADDED: pl.parse_item_event,
+    _S.ITEM_DONE: pl.parse_item_event,
+    _S.OUTPUT_ITEM_ADDED: pl.parse_item_event,
+    _S.OUTPUT_ITEM_DONE: pl.parse_item_event,
+    _S.ITEM_DELETED: pl.parse_item_ref,
+    _S.ITEM_TRUNCATED: pl.parse_item_ref,
+    _S.INPUT_TRANSCRIPT_DELTA: pl.parse_item_ref,
+    _S.INPUT_TRANSCRIPT_COMPLETED: pl.parse_item_ref,
+    _S.INPUT_TRANSCRIPT_FAILED: pl.parse_item_ref,
+    _S.RESPONSE_CREATED: pl.parse_response_created,
+    _S.RESPONSE_DONE: pl.parse_response_done,
+    _S.AUDIO_DELTA: pl.parse_audio_delta,
+    _S.AUDIO_DONE: pl.parse_done,
+    _S.AUDIO_TRANSCRIPT_DELTA: pl.parse_delta,
+    _S.AUDIO_TRANSCRIPT_DONE: pl.parse_done,
+    _S.TEXT_DELTA: pl.parse_delta,
+    _S.TEXT_DONE: pl.parse_done,
+    _S.FUNCTION_ARGUMENTS_DELTA: pl.parse_delta,
+    _S.FUNCTION_ARGUMENTS_DONE: pl.parse_done,
+}
+"""The payload parser of each event type the bot reads; the others get `payloads.Empty`."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServerEvent:
-    """A parsed server event: its internal type, the wire spelling and the raw payload."""
+    """A parsed server event: its internal type, its typed payload, the wire spelling and the
+    raw frame (for logs and tests; consumers read ``payload``)."""
 
     type: ServerEventType
     data: JSON
     wire_type: str = ""
+    payload: pl.Payload = field(default_factory=pl.Empty)
+
+    @classmethod
+    def of(cls, event_type: ServerEventType, data: JSON, wire_type: str = "") -> ServerEvent:
+        """Parse ``data`` as an event of ``event_type``; raises `payloads.BadPayload`."""
+        payload = _PAYLOADS.get(event_type, pl.parse_empty)(data)
+        return cls(event_type, data, wire_type or event_type.value, payload)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
 
     def object(self, key: str) -> JSON:
         """A payload field that should be an object; {} when it is missing or is not one."""
-        value = self.data.get(key)
-        return value if isinstance(value, dict) else {}
+        return pl.obj(self.data.get(key))
 
     @property
     def item_id(self) -> str | None:
@@ -218,11 +258,19 @@ class ParseStats:
     not_an_object: int = 0
     missing_type: int = 0
     unknown_type: int = 0
+    bad_payload: int = 0
+    """Known event types whose payload lacked what the event is for (or held bad audio)."""
     unknown_types: dict[str, int] = field(default_factory=dict)
 
     @property
     def dropped(self) -> int:
-        return self.malformed_json + self.not_an_object + self.missing_type + self.unknown_type
+        return (
+            self.malformed_json
+            + self.not_an_object
+            + self.missing_type
+            + self.unknown_type
+            + self.bad_payload
+        )
 
 
 class EventParser:
@@ -256,8 +304,14 @@ class EventParser:
             self.stats.unknown_types[wire_type] = self.stats.unknown_types.get(wire_type, 0) + 1
             log.debug("frame_dropped", reason="unknown_type", event_type=wire_type)
             return None
+        try:
+            event = ServerEvent.of(internal, data, wire_type)
+        except pl.BadPayload as exc:
+            self.stats.bad_payload += 1
+            log.debug("frame_dropped", reason="bad_payload", event_type=wire_type, detail=str(exc))
+            return None
         self.stats.parsed += 1
-        return ServerEvent(internal, data, wire_type)
+        return event
 
 
 # --- content helpers -------------------------------------------------------------------------

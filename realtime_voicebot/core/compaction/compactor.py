@@ -1,0 +1,294 @@
+"""Drives one compaction at a time through its phases, without I/O or a clock.
+
+After each ``response.done`` the core asks `Compactor.maybe_start`. When the policy says a
+compaction is due, the compactor takes a snapshot (`CompactionPlan`) and goes through:
+
+1. ``transcripts``: wait (a timer, `transcript_wait_s`) for the user transcripts the plan
+   still lacks; the ones that never come are summarized as inaudible;
+2. ``summarizing``: ask the shell to summarize (`Summarize`); the shell answers with
+   `summary_ready`, falling back to the extractive summarizer when the primary one fails or
+   times out, so a compaction never waits on the network for long;
+3. ``confirming``: send the summary item and the deletes (`Compaction`, the procedure), and
+   wait (timers, `confirm_timeout_s`, with `confirm_rounds` rounds of resends) for the
+   server's confirmations, which arrive as ordinary server events.
+
+A new session abandons whatever is in flight: nothing more is sent for it, and a summary
+already produced is adopted so that the re-seed carries it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import structlog
+
+from realtime_voicebot.core.actions import (
+    Action,
+    Compacted,
+    CompactionStarted,
+    Send,
+    StartTimer,
+    Summarize,
+)
+from realtime_voicebot.core.compaction.policy import CompactionPlan, CompactionPolicy
+from realtime_voicebot.core.compaction.procedure import DEFAULT_MAX_RETRIES, Compaction
+from realtime_voicebot.core.conversation import INAUDIBLE, Conversation, TranscriptState
+from realtime_voicebot.summarization.base import SummaryInput
+from realtime_voicebot.transport.events import Dialect, ServerEvent, ServerEventType
+
+log = structlog.get_logger(component="compactor")
+
+MAX_TOOL_TEXT = 500
+"""Function calls and outputs are clipped to this many characters for the summarizer."""
+
+_TRANSCRIPT_EVENTS = frozenset(
+    {
+        ServerEventType.ITEM_ADDED,
+        ServerEventType.ITEM_DONE,
+        ServerEventType.INPUT_TRANSCRIPT_COMPLETED,
+        ServerEventType.INPUT_TRANSCRIPT_FAILED,
+    }
+)
+
+Phase = Literal["idle", "transcripts", "summarizing", "confirming"]
+
+
+@dataclass
+class CompactionStats:
+    """What the compactor did, for the session summary."""
+
+    started: int = 0
+    compactions: int = 0
+    """Compactions whose summary the server holds (all deletes confirmed or given up)."""
+    failures: int = 0
+    abandoned: int = 0
+    fallbacks: int = 0
+    """Summaries written by the extractive fallback (primary failed or timed out)."""
+    items_summarized: int = 0
+    items_deleted: int = 0
+    delete_retries: int = 0
+    delete_failures: int = 0
+    transcript_timeouts: int = 0
+    last_summary_chars: int = 0
+
+
+def summary_inputs(conversation: Conversation, item_ids: Sequence[str]) -> list[SummaryInput]:
+    """The turns of ``item_ids`` as summarizer input; a transcript that never came is inaudible."""
+    inputs: list[SummaryInput] = []
+    for item_id in item_ids:
+        item = conversation.items.get(item_id)
+        if item is None or item.is_summary:
+            continue
+        text = item.spoken_text.strip()
+        if not text and item.role == "user" and item.kind == "message":
+            text = INAUDIBLE
+        if item.kind != "message" and len(text) > MAX_TOOL_TEXT:
+            text = text[: MAX_TOOL_TEXT - 1] + "…"
+        if text:
+            inputs.append(SummaryInput(item.role, text))
+    return inputs
+
+
+class Compactor:
+    """One compaction of ``conversation`` at a time; see the module docstring."""
+
+    def __init__(
+        self,
+        conversation: Conversation,
+        policy: CompactionPolicy,
+        *,
+        dialect: Dialect = "ga",
+        language: str = "auto",
+        transcript_wait_s: float = 5.0,
+        confirm_timeout_s: float = 10.0,
+        confirm_rounds: int = 2,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+    ) -> None:
+        self.conversation = conversation
+        self.policy = policy
+        self.dialect: Dialect = dialect
+        self.language = language
+        self.transcript_wait_s = transcript_wait_s
+        self.confirm_timeout_s = confirm_timeout_s
+        self.confirm_rounds = confirm_rounds
+        self.max_retries = max_retries
+        self.stats = CompactionStats()
+        self.phase: Phase = "idle"
+        self.job_id = 0
+        self.plan: CompactionPlan | None = None
+        self.compaction: Compaction | None = None
+        """The server side of the compaction in flight, once its summary exists."""
+        self._round = 0
+        self._fallback = False
+
+    @property
+    def in_flight(self) -> bool:
+        return self.phase != "idle"
+
+    def owns_request(self, event_id: str | None) -> bool:
+        """Whether an ``error`` answering this client event id is the compaction's to handle."""
+        return self.compaction is not None and self.compaction.tracks(event_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        return asdict(self.stats)
+
+    # --- inputs --------------------------------------------------------------------------
+
+    def maybe_start(self) -> list[Action]:
+        """Start a compaction if one is due and none runs."""
+        if self.in_flight:
+            return []
+        plan = self.policy.due(self.conversation)
+        return [] if plan is None else self.start(plan)
+
+    def start(self, plan: CompactionPlan) -> list[Action]:
+        """Start a compaction of ``plan`` (e.g. a forced one from `CompactionPolicy.snapshot`)."""
+        if self.in_flight:
+            return []
+        self.job_id += 1
+        self.plan = plan
+        self.stats.started += 1
+        self._fallback = False
+        log.info(
+            "compaction_started",
+            job_id=self.job_id,
+            reason=plan.reason,
+            window_tokens=plan.window_tokens,
+            summarize=len(plan.summarize_ids),
+            delete=len(plan.delete_ids),
+        )
+        actions: list[Action] = [CompactionStarted(self.job_id, plan.reason, len(plan.delete_ids))]
+        if self._missing_transcripts():
+            self.phase = "transcripts"
+            actions.append(StartTimer(self._timer("transcripts"), self.transcript_wait_s))
+            return actions
+        return actions + self._summarize()
+
+    def on_event(self, event: ServerEvent) -> list[Action]:
+        """Feed a server event (after the conversation has applied it)."""
+        if self.phase == "transcripts" and event.type in _TRANSCRIPT_EVENTS:
+            return [] if self._missing_transcripts() else self._summarize()
+        if self.phase == "confirming" and self.compaction is not None:
+            actions: list[Action] = [Send(e) for e in self.compaction.on_event(event)]
+            if self.compaction.done:
+                actions += self._finish()
+            return actions
+        return []
+
+    def summary_ready(self, job_id: int, text: str, fallback: bool = False) -> list[Action]:
+        """The summary of job ``job_id`` (written by the fallback summarizer if ``fallback``)."""
+        if job_id != self.job_id or self.phase != "summarizing":
+            return []  # abandoned meanwhile
+        self._fallback = fallback
+        self.stats.fallbacks += fallback
+        return self._begin(text)
+
+    def timer_fired(self, key: Hashable) -> list[Action]:
+        if not (isinstance(key, tuple) and key[:2] == ("compaction", self.job_id)):
+            return []
+        if key[2] == "transcripts" and self.phase == "transcripts":
+            self.stats.transcript_timeouts += 1
+            log.info("transcripts_still_pending", items=self._missing_transcripts())
+            return self._summarize()
+        if key[2] == "confirm" and self.phase == "confirming" and key[3] == self._round:
+            return self._next_round()
+        return []
+
+    def on_new_session(self) -> None:
+        """A new, blank session: drop the compaction in flight; nothing more is sent for it.
+
+        A summary already produced and sent is kept (the conversation adopts it), so the
+        re-seed carries it; otherwise the re-seed holds the previous summary and the turns.
+        """
+        if not self.in_flight:
+            return
+        compaction = self.compaction
+        self.stats.abandoned += 1
+        log.info("compaction_abandoned", job_id=self.job_id, phase=self.phase)
+        if compaction is not None:
+            summary = compaction.summary
+            if summary is not None and not compaction.summary_confirmed:
+                self.conversation.adopt_summary(summary)
+            compaction.abandon()
+        self._reset()
+
+    # --- phases --------------------------------------------------------------------------
+
+    def _timer(self, *name: object) -> tuple[object, ...]:
+        return ("compaction", self.job_id, *name)
+
+    def _missing_transcripts(self) -> list[str]:
+        assert self.plan is not None
+        items = self.conversation.items
+        return [
+            item_id
+            for item_id in self.plan.pending_transcripts
+            if items[item_id].transcript is TranscriptState.PENDING
+        ]
+
+    def _summarize(self) -> list[Action]:
+        assert self.plan is not None
+        inputs = summary_inputs(self.conversation, self.plan.summarize_ids)
+        previous = self.plan.previous_summary
+        self.phase = "summarizing"
+        if not inputs and previous:
+            return self._begin(previous)
+        return [Summarize(self.job_id, inputs, previous, self.language)]
+
+    def _begin(self, text: str) -> list[Action]:
+        assert self.plan is not None
+        self.compaction = Compaction(self.conversation, self.plan, max_retries=self.max_retries)
+        events = self.compaction.begin(text, self.dialect)
+        self.phase = "confirming"
+        self._round = 0
+        actions: list[Action] = [Send(e) for e in events]
+        if self.compaction.done:
+            return actions + self._finish()
+        return [*actions, StartTimer(self._timer("confirm", 0), self.confirm_timeout_s)]
+
+    def _next_round(self) -> list[Action]:
+        assert self.compaction is not None
+        if self._round >= self.confirm_rounds:
+            self.compaction.give_up()
+            return self._finish()
+        self._round += 1
+        actions: list[Action] = [Send(e) for e in self.compaction.resend_unconfirmed()]
+        if self.compaction.done:
+            return actions + self._finish()
+        timer = StartTimer(self._timer("confirm", self._round), self.confirm_timeout_s)
+        return [*actions, timer]
+
+    def _finish(self) -> list[Action]:
+        compaction, plan = self.compaction, self.plan
+        assert compaction is not None and plan is not None
+        stats = self.stats
+        stats.delete_retries += compaction.delete_retries
+        stats.delete_failures += len(compaction.failed_ids)
+        stats.items_deleted += len(compaction.confirmed_ids)
+        self.conversation.window_fresh = False
+        summary = compaction.summary
+        job_id, fallback = self.job_id, self._fallback
+        self._reset()
+        if summary is None or not compaction.summary_confirmed:
+            stats.failures += 1
+            return []
+        stats.compactions += 1
+        stats.items_summarized += len(plan.summarize_ids)
+        stats.last_summary_chars = len(summary.text)
+        log.info(
+            "compaction_done",
+            job_id=job_id,
+            summarized=len(plan.summarize_ids),
+            deleted=len(compaction.confirmed_ids),
+            failed=len(compaction.failed_ids),
+            retries=compaction.delete_retries,
+        )
+        return [Compacted(job_id, len(plan.summarize_ids), len(summary.text), fallback)]
+
+    def _reset(self) -> None:
+        self.phase = "idle"
+        self.plan = None
+        self.compaction = None
+        self._round = 0
