@@ -225,7 +225,7 @@ async def test_two_hundred_typed_turns_compact_repeatedly(tmp_path: Path) -> Non
 async def test_spoken_turns_compact_with_the_same_guarantees(tmp_path: Path) -> None:
     """Audio turns through the server VAD: the same invariants as the typed run."""
     turns = 24
-    keep, threshold = 2, 420  # above the extractive summary's cap (~300 tokens) plus a turn
+    keep, threshold = 2, 380  # above the extractive summary's cap (~300 tokens) plus a turn
     scenario = Scenario(
         user_transcripts=[user_line(n) for n in range(turns)],
         replies=[reply_line(n) for n in range(turns)],
