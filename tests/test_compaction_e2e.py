@@ -211,7 +211,7 @@ async def test_two_hundred_typed_turns_compact_repeatedly(tmp_path: Path) -> Non
 async def test_spoken_turns_compact_with_the_same_guarantees(tmp_path: Path) -> None:
     """Audio turns through the server VAD: the same invariants as the typed run."""
     turns = 24
-    keep, threshold = 2, 480  # above the summary item (cap ~300 tokens + its preface) plus a turn
+    keep, threshold = 2, 440  # above the summary item (cap ~300 tokens + its preface) plus a turn
     scenario = Scenario(
         user_transcripts=[user_line(n) for n in range(turns)],
         replies=[reply_line(n) for n in range(turns)],
