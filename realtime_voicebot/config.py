@@ -34,6 +34,9 @@ EchoMode = Literal["off", "gate", "aec"]
 LogFormat = Literal["auto", "console", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 SummarizerKind = Literal["auto", "openai", "extractive"]
+TurnDetectionMode = Literal["server_vad", "semantic_vad", "manual"]
+VadEagerness = Literal["low", "medium", "high", "auto"]
+NoiseReductionMode = Literal["off", "near_field", "far_field"]
 ServerTruncation = str
 """``auto``, ``disabled`` or ``retention_ratio:<0..1>`` (checked by `parse_server_truncation`)."""
 TOOL_NAMES = ("current_time", "http_get")
@@ -112,6 +115,28 @@ class Settings(BaseSettings):
     )
     interrupt_response: bool = Field(
         True, description="Let the server cancel a reply when the user starts speaking."
+    )
+    turn_detection: TurnDetectionMode = Field(
+        "server_vad",
+        description="How a user turn ends: server_vad (a silence), semantic_vad (the model "
+        "judges that you are done), or manual (push-to-talk: the client commits each turn).",
+    )
+    vad_eagerness: VadEagerness = Field(
+        "auto",
+        description="semantic_vad only: how soon a reply starts: low, medium, high, or auto "
+        "(medium).",
+    )
+    noise_reduction: NoiseReductionMode = Field(
+        "off",
+        description="Server-side input noise reduction before VAD and the model: off, "
+        "near_field (headset) or far_field (laptop or room microphone).",
+    )
+    idle_timeout_ms: int | None = Field(
+        None,
+        ge=1000,
+        le=600_000,
+        description="GA and server_vad only: after this much silence following a reply, the "
+        "server prompts the user (unset: never).",
     )
     server_truncation: ServerTruncation = Field(
         "auto",
@@ -283,6 +308,15 @@ class Settings(BaseSettings):
             raise ValueError("backoff_max_s must not be below backoff_initial_s")
         return self
 
+    @model_validator(mode="after")
+    def _check_idle_timeout(self) -> Settings:
+        if self.idle_timeout_ms is not None and self.turn_detection != "server_vad":
+            raise ValueError(
+                f"idle_timeout_ms works with turn_detection server_vad only (not "
+                f"{self.turn_detection}); unset idle_timeout_ms or use server_vad"
+            )
+        return self
+
     def api_key(self) -> SecretStr | None:
         """The key for the configured provider."""
         return self.azure_openai_api_key if self.provider == "azure" else self.openai_api_key
@@ -304,6 +338,23 @@ def parse_server_truncation(value: str) -> float | None:
     if kind != "retention_ratio" or not 0.0 <= ratio <= 1.0:
         raise ValueError("expected auto, disabled or retention_ratio:R with R from 0 to 1")
     return ratio
+
+
+def dialect_problems(settings: Settings) -> list[str]:
+    """One line per setting the configured dialect cannot honour, naming the setting.
+
+    Empty when every setting maps onto the dialect's session. The app refuses to start
+    with these lines; `transport.events.session_config` raises ValueError for the same cases.
+    Beta sessions do have ``semantic_vad`` (with ``eagerness``) and noise reduction, but no
+    idle timeout, no hosted MCP tools and no image input (the last two are not settings).
+    """
+    problems: list[str] = []
+    if settings.dialect == "beta" and settings.idle_timeout_ms is not None:
+        problems.append(
+            "idle_timeout_ms needs the GA dialect (beta sessions have no idle timeout); "
+            "unset it or use --dialect ga"
+        )
+    return problems
 
 
 SECRET_FIELDS = frozenset(

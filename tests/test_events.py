@@ -97,9 +97,11 @@ def test_beta_session_update_exact_shape() -> None:
         "input_audio_format",
         "output_audio_format",
         "input_audio_transcription",
+        "input_audio_noise_reduction",
         "turn_detection",
         "max_response_output_tokens",
     }
+    assert session["input_audio_noise_reduction"] is None
     assert session["voice"] == "alloy"
     assert session["input_audio_format"] == "pcm16"
     assert session["max_response_output_tokens"] == 300
@@ -294,7 +296,7 @@ def test_good_payloads_are_typed_once_where_they_enter() -> None:
 
 def test_known_uninteresting_events_are_not_counted_as_unknown() -> None:
     parser = EventParser()
-    assert parser.parse('{"type": "mcp_list_tools.completed"}') is None
+    assert parser.parse('{"type": "input_audio_buffer.dtmf_event_received"}') is None
     assert parser.stats.unknown_type == 0 and parser.stats.ignored == 1
 
 

@@ -147,7 +147,7 @@ def test_parser_drops_what_it_cannot_use_by_reason() -> None:
     assert parser.parse("[1, 2]") is None
     assert parser.parse('{"no": "type"}') is None
     assert parser.parse('{"type": "response.brand_new"}') is None
-    assert parser.parse('{"type": "mcp_list_tools.completed"}') is None
+    assert parser.parse('{"type": "transcription_session.updated"}') is None
     event = parser.parse(b'{"type": "conversation.item.created", "item": {"id": "a"}}')
     assert event is not None and event.type is ServerEventType.ITEM_ADDED
     stats = parser.stats

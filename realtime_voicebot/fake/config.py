@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from realtime_voicebot.fake.conversation import TokenRates
 from realtime_voicebot.fake.scenario import Scenario
@@ -65,6 +66,11 @@ class FakeServerConfig:
     """Send ``rate_limits.updated`` after each ``response.done``, as the service does."""
     record_audio: bool = False
     """Keep base64 audio in `FakeSession.received`/``sent``; by default a size placeholder."""
+    mcp_tools: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Hosted MCP: the tools a server label offers (``{"name", "description",
+    "input_schema", "annotations"}``); labels not here offer `fake.mcp.DEFAULT_MCP_TOOLS`."""
+    mcp_unreachable: frozenset[str] = frozenset()
+    """Hosted MCP: server labels whose listing fails (``mcp_list_tools.failed``)."""
     context_window_tokens: int = 32_000
     """The model's context window (gpt-realtime: 32k). A response may read this minus its
     output reserve (the session's ``max_output_tokens``, 4,096 when ``inf``); beyond that the

@@ -81,6 +81,16 @@ class ServerEventType(StrEnum):
     OUTPUT_AUDIO_BUFFER_STOPPED = "output_audio_buffer.stopped"
     OUTPUT_AUDIO_BUFFER_CLEARED = "output_audio_buffer.cleared"
 
+    # Hosted MCP tools (GA only): the service lists an MCP server's tools and calls them.
+    MCP_LIST_TOOLS_IN_PROGRESS = "mcp_list_tools.in_progress"
+    MCP_LIST_TOOLS_COMPLETED = "mcp_list_tools.completed"
+    MCP_LIST_TOOLS_FAILED = "mcp_list_tools.failed"
+    MCP_CALL_ARGUMENTS_DELTA = "response.mcp_call_arguments.delta"
+    MCP_CALL_ARGUMENTS_DONE = "response.mcp_call_arguments.done"
+    MCP_CALL_IN_PROGRESS = "response.mcp_call.in_progress"
+    MCP_CALL_COMPLETED = "response.mcp_call.completed"
+    MCP_CALL_FAILED = "response.mcp_call.failed"
+
 
 class ClientEventType(StrEnum):
     """Client event names: the same in both dialects."""
@@ -95,6 +105,20 @@ class ClientEventType(StrEnum):
     ITEM_DELETE = "conversation.item.delete"
     RESPONSE_CREATE = "response.create"
     RESPONSE_CANCEL = "response.cancel"
+
+
+class ItemType(StrEnum):
+    """Conversation item types. The ``mcp_*`` ones are GA only; ``item_reference`` appears
+    only in a ``response.create``'s ``input``."""
+
+    MESSAGE = "message"
+    FUNCTION_CALL = "function_call"
+    FUNCTION_CALL_OUTPUT = "function_call_output"
+    MCP_LIST_TOOLS = "mcp_list_tools"
+    MCP_CALL = "mcp_call"
+    MCP_APPROVAL_REQUEST = "mcp_approval_request"
+    MCP_APPROVAL_RESPONSE = "mcp_approval_response"
+    ITEM_REFERENCE = "item_reference"
 
 
 class ErrorCode(StrEnum):
@@ -141,6 +165,14 @@ _GA_ONLY = frozenset(
         _S.OUTPUT_AUDIO_BUFFER_STARTED,
         _S.OUTPUT_AUDIO_BUFFER_STOPPED,
         _S.OUTPUT_AUDIO_BUFFER_CLEARED,
+        _S.MCP_LIST_TOOLS_IN_PROGRESS,
+        _S.MCP_LIST_TOOLS_COMPLETED,
+        _S.MCP_LIST_TOOLS_FAILED,
+        _S.MCP_CALL_ARGUMENTS_DELTA,
+        _S.MCP_CALL_ARGUMENTS_DONE,
+        _S.MCP_CALL_IN_PROGRESS,
+        _S.MCP_CALL_COMPLETED,
+        _S.MCP_CALL_FAILED,
     }
 )
 
@@ -153,14 +185,6 @@ _WIRE_TO_INTERNAL["conversation.item.created"] = _S.ITEM_ADDED
 IGNORED_WIRE_TYPES = frozenset(
     {
         "input_audio_buffer.dtmf_event_received",
-        "mcp_list_tools.in_progress",
-        "mcp_list_tools.completed",
-        "mcp_list_tools.failed",
-        "response.mcp_call_arguments.delta",
-        "response.mcp_call_arguments.done",
-        "response.mcp_call.in_progress",
-        "response.mcp_call.completed",
-        "response.mcp_call.failed",
         "transcription_session.updated",
     }
 )
@@ -358,15 +382,51 @@ def _event(event_type: ClientEventType, **fields: Any) -> JSON:
     return {"type": event_type.value, "event_id": new_event_id(), **fields}
 
 
-def turn_detection(settings: Settings) -> JSON:
-    return {
+def turn_detection(
+    settings: Settings,
+    dialect: Dialect = "ga",
+    *,
+    create_response: bool = True,
+    interrupt_response: bool | None = None,
+) -> JSON | None:
+    """The session's ``turn_detection`` from the settings; None for manual turns.
+
+    ``create_response=False`` (the server commits a user turn but does not answer it until
+    the client sends ``response.create``) and ``interrupt_response=False`` (speech does not
+    cancel the running reply) hand turn-taking to the client. ``interrupt_response=None``
+    takes the `interrupt_response` setting. Raises ValueError for what the dialect lacks
+    (see `config.dialect_problems`).
+    """
+    if settings.turn_detection == "manual":
+        return None
+    interrupt = settings.interrupt_response if interrupt_response is None else interrupt_response
+    if settings.turn_detection == "semantic_vad":
+        return {
+            "type": "semantic_vad",
+            "eagerness": settings.vad_eagerness,
+            "create_response": create_response,
+            "interrupt_response": interrupt,
+        }
+    detection: JSON = {
         "type": "server_vad",
         "threshold": settings.vad_threshold,
         "prefix_padding_ms": settings.vad_prefix_padding_ms,
         "silence_duration_ms": settings.vad_silence_ms,
-        "create_response": True,
-        "interrupt_response": settings.interrupt_response,
+        "create_response": create_response,
+        "interrupt_response": interrupt,
     }
+    if settings.idle_timeout_ms is not None:
+        if dialect != "ga":
+            raise ValueError("idle_timeout_ms needs the GA dialect")
+        detection["idle_timeout_ms"] = settings.idle_timeout_ms
+    return detection
+
+
+def noise_reduction_config(settings: Settings) -> JSON | None:
+    """``{"type": "near_field" | "far_field"}``, or None when the setting is ``off``."""
+    if settings.noise_reduction == "off":
+        return None
+    return {"type": settings.noise_reduction}
 
 
 def truncation_config(value: str) -> str | JSON:
@@ -386,9 +446,27 @@ def session_config(
     *,
     tools: list[JSON] | None = None,
     vad: bool = True,
+    create_response: bool = True,
+    interrupt_response: bool | None = None,
 ) -> JSON:
-    """The ``session`` object of a session.update, in the dialect's shape."""
-    detection: JSON | None = turn_detection(settings) if vad else None
+    """The ``session`` object of a session.update, in the dialect's shape.
+
+    ``vad=False`` sends ``turn_detection: null`` whatever the setting. ``create_response`` and
+    ``interrupt_response`` go into ``turn_detection`` (see `turn_detection`). Noise reduction
+    is always sent (null when off) so that an update also turns it off. Raises ValueError for
+    what the dialect lacks: an idle timeout or a hosted MCP tool in beta.
+    """
+    detection = (
+        turn_detection(
+            settings,
+            dialect,
+            create_response=create_response,
+            interrupt_response=interrupt_response,
+        )
+        if vad
+        else None
+    )
+    noise = noise_reduction_config(settings)
     session: JSON
     if dialect == "ga":
         session = {
@@ -400,6 +478,7 @@ def session_config(
                 "input": {
                     "format": {"type": "audio/pcm", "rate": PCM_RATE},
                     "transcription": {"model": settings.transcription_model},
+                    "noise_reduction": noise,
                     "turn_detection": detection,
                 },
                 "output": {
@@ -412,6 +491,9 @@ def session_config(
         if settings.max_output_tokens is not None:
             session["max_output_tokens"] = settings.max_output_tokens
     else:
+        hosted = [t.get("type") for t in tools or [] if t.get("type") != "function"]
+        if hosted:
+            raise ValueError(f"{hosted[0]} tools need the GA dialect (beta has functions only)")
         session = {
             "modalities": ["audio", "text"],
             "instructions": settings.instructions,
@@ -419,6 +501,7 @@ def session_config(
             "input_audio_format": "pcm16",
             "output_audio_format": "pcm16",
             "input_audio_transcription": {"model": settings.transcription_model},
+            "input_audio_noise_reduction": noise,
             "turn_detection": detection,
         }
         if settings.max_output_tokens is not None:
@@ -435,10 +518,20 @@ def session_update(
     *,
     tools: list[JSON] | None = None,
     vad: bool = True,
+    create_response: bool = True,
+    interrupt_response: bool | None = None,
 ) -> JSON:
+    """A ``session.update`` carrying `session_config` (same arguments)."""
     return _event(
         ClientEventType.SESSION_UPDATE,
-        session=session_config(settings, dialect, tools=tools, vad=vad),
+        session=session_config(
+            settings,
+            dialect,
+            tools=tools,
+            vad=vad,
+            create_response=create_response,
+            interrupt_response=interrupt_response,
+        ),
     )
 
 
@@ -526,10 +619,234 @@ def response_create(instructions: str | None = None) -> JSON:
     return _event(ClientEventType.RESPONSE_CREATE, response={"instructions": instructions})
 
 
+def item_reference(item_id: str) -> JSON:
+    """An entry of a response's ``input`` that points at an item the session holds."""
+    return {"type": ItemType.ITEM_REFERENCE.value, "id": item_id}
+
+
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+
+
+def out_of_band_response_create(
+    dialect: Dialect,
+    *,
+    instructions: str,
+    metadata: dict[str, str] | None = None,
+    input_items: list[JSON] | None = None,
+    output_modalities: tuple[Literal["text", "audio"], ...] = ("text",),
+    max_output_tokens: int | None = None,
+) -> JSON:
+    """A ``response.create`` that runs outside the default conversation (``conversation:
+    "none"``): it adds no item, may run beside a normal response, and its ``response.done``
+    has ``conversation_id: null`` and echoes ``metadata`` (up to 16 string pairs).
+
+    ``input_items`` None: the model reads the whole conversation; ``[]``: nothing; else
+    items (inline, or `item_reference`). GA validates references only with the SDK's
+    ``ResponseCreateEventWithReferencesParam``; beta's union takes them as they are.
+    """
+    if len(metadata or {}) > MAX_METADATA_PAIRS:
+        raise ValueError(f"metadata holds at most {MAX_METADATA_PAIRS} pairs")
+    for key, value in (metadata or {}).items():
+        if len(key) > MAX_METADATA_KEY_CHARS or len(value) > MAX_METADATA_VALUE_CHARS:
+            raise ValueError(
+                f"metadata keys hold at most {MAX_METADATA_KEY_CHARS} characters and values "
+                f"{MAX_METADATA_VALUE_CHARS}"
+            )
+    response: JSON = {
+        "conversation": "none",
+        ("output_modalities" if dialect == "ga" else "modalities"): list(output_modalities),
+        "instructions": instructions,
+    }
+    if metadata:
+        response["metadata"] = dict(metadata)
+    if input_items is not None:
+        response["input"] = list(input_items)
+    if max_output_tokens is not None:
+        key = "max_output_tokens" if dialect == "ga" else "max_response_output_tokens"
+        response[key] = max_output_tokens
+    return _event(ClientEventType.RESPONSE_CREATE, response=response)
+
+
 def response_cancel(response_id: str | None = None) -> JSON:
     if response_id is None:
         return _event(ClientEventType.RESPONSE_CANCEL)
     return _event(ClientEventType.RESPONSE_CANCEL, response_id=response_id)
+
+
+# --- items the client creates beyond text -------------------------------------------------------
+
+_item_counter = itertools.count(1)
+
+
+def new_item_id() -> str:
+    """A unique client item id (the service takes at most 32 characters)."""
+    return f"item_{_event_prefix}{next(_item_counter):08d}"
+
+
+McpApproval = Literal["always", "never"] | JSON
+"""``require_approval``: always, never, or ``{"always": {"tool_names": [...]}, "never":
+{...}}`` (filters may also hold ``read_only``)."""
+
+
+def mcp_tool(
+    server_label: str,
+    *,
+    server_url: str | None = None,
+    connector_id: str | None = None,
+    authorization: str | None = None,
+    allowed_tools: list[str] | None = None,
+    require_approval: McpApproval = "always",
+    headers: dict[str, str] | None = None,
+    server_description: str | None = None,
+) -> JSON:
+    """A hosted MCP session tool (GA only): the service itself lists the server's tools and
+    calls them. Give exactly one of ``server_url`` (http or https) and ``connector_id``.
+
+    ``authorization`` (an OAuth token) and ``headers`` are secrets: never log the result.
+    """
+    if not server_label or any(ch.isspace() for ch in server_label):
+        raise ValueError("server_label must be a non-empty name without spaces")
+    if (server_url is None) == (connector_id is None):
+        raise ValueError("give exactly one of server_url and connector_id")
+    if server_url is not None and not server_url.startswith(("https://", "http://")):
+        raise ValueError(f"server_url must be an http(s) URL, not {server_url[:40]!r}")
+    tool: JSON = {"type": "mcp", "server_label": server_label}
+    if server_url is not None:
+        tool["server_url"] = server_url
+    else:
+        tool["connector_id"] = connector_id
+    if authorization is not None:
+        tool["authorization"] = authorization
+    if headers:
+        tool["headers"] = dict(headers)
+    if allowed_tools is not None:
+        tool["allowed_tools"] = list(allowed_tools)
+    tool["require_approval"] = require_approval
+    if server_description is not None:
+        tool["server_description"] = server_description
+    return tool
+
+
+def mcp_approval_response_item(
+    approval_request_id: str,
+    approve: bool,
+    *,
+    reason: str | None = None,
+    item_id: str | None = None,
+) -> JSON:
+    """The answer to an ``mcp_approval_request`` item (GA only). The SDK's item type needs
+    an ``id``, so one is made when not given."""
+    item: JSON = {
+        "type": ItemType.MCP_APPROVAL_RESPONSE.value,
+        "id": item_id or new_item_id(),
+        "approval_request_id": approval_request_id,
+        "approve": approve,
+    }
+    if reason is not None:
+        item["reason"] = reason
+    return item
+
+
+def mcp_approval_response_create(
+    approval_request_id: str,
+    approve: bool,
+    *,
+    reason: str | None = None,
+    item_id: str | None = None,
+) -> JSON:
+    """``conversation.item.create`` answering an MCP approval request; the service then
+    carries on by itself (runs the call and speaks, or says it could not)."""
+    return item_create(
+        mcp_approval_response_item(approval_request_id, approve, reason=reason, item_id=item_id)
+    )
+
+
+ImageDetail = Literal["auto", "low", "high"]
+IMAGE_SIGNATURES: dict[str, bytes] = {
+    "image/png": b"\x89PNG\r\n\x1a\n",
+    "image/jpeg": b"\xff\xd8\xff",
+}
+"""The image types the Realtime API takes, by their file signature."""
+_DATA_URL_PREFIX = "data:{};base64,"
+
+
+def image_mime_type(data: bytes) -> str | None:
+    """``image/png`` or ``image/jpeg`` from the bytes' signature; None for anything else."""
+    for mime, signature in IMAGE_SIGNATURES.items():
+        if data.startswith(signature):
+            return mime
+    return None
+
+
+def image_data_url(data: bytes, mime_type: str | None = None) -> str:
+    """A base64 data URL of a PNG or JPEG image; ValueError when the bytes are neither or
+    do not match ``mime_type``."""
+    found = image_mime_type(data)
+    if found is None:
+        raise ValueError("not a PNG or JPEG image (the Realtime API takes only those)")
+    if mime_type is not None and mime_type.lower() != found:
+        raise ValueError(f"the image is {found}, not {mime_type}")
+    return _DATA_URL_PREFIX.format(found) + base64.b64encode(data).decode("ascii")
+
+
+def _checked_data_url(url: str) -> str:
+    head, sep, payload = url.partition(",")
+    mime = head.removeprefix("data:").removesuffix(";base64")
+    if not sep or not head.startswith("data:") or not head.endswith(";base64"):
+        raise ValueError("an image must be bytes or a base64 data URL (data:image/png;base64,...)")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except ValueError:
+        raise ValueError("the image data URL is not valid base64") from None
+    return image_data_url(data, mime)
+
+
+def image_message_item(
+    image: bytes | str,
+    dialect: Dialect,
+    *,
+    mime_type: str | None = None,
+    text: str | None = None,
+    detail: ImageDetail | None = None,
+    item_id: str | None = None,
+) -> JSON:
+    """A user message holding an ``input_image`` part (GA only), after an optional
+    ``input_text`` part (the question about it). ``image`` is PNG/JPEG bytes or a base64
+    data URL; both are checked. Raises ValueError for beta or a bad image."""
+    if dialect != "ga":
+        raise ValueError("images need the GA dialect (beta sessions take no image input)")
+    url = image_data_url(image, mime_type) if isinstance(image, bytes) else _checked_data_url(image)
+    content: list[JSON] = []
+    if text:
+        content.append({"type": "input_text", "text": text})
+    part: JSON = {"type": "input_image", "image_url": url}
+    if detail is not None:
+        part["detail"] = detail
+    content.append(part)
+    item: JSON = {"type": ItemType.MESSAGE.value, "role": "user", "content": content}
+    if item_id is not None:
+        item["id"] = item_id
+    return item
+
+
+def image_message_create(
+    image: bytes | str,
+    dialect: Dialect,
+    *,
+    mime_type: str | None = None,
+    text: str | None = None,
+    detail: ImageDetail | None = None,
+    previous_item_id: str | None = None,
+    item_id: str | None = None,
+) -> JSON:
+    """``conversation.item.create`` of `image_message_item`; send ``response.create`` after
+    it for an answer."""
+    item = image_message_item(
+        image, dialect, mime_type=mime_type, text=text, detail=detail, item_id=item_id
+    )
+    return item_create(item, previous_item_id)
 
 
 def encode(event: JSON) -> str:
