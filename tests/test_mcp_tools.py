@@ -22,7 +22,12 @@ from realtime_voicebot.tools.mcp import (
     exposed_name,
     summarize_result,
 )
-from realtime_voicebot.tools.mcp_config import HttpServer, McpServerConfig, StdioServer
+from realtime_voicebot.tools.mcp_config import (
+    HttpServer,
+    McpServerConfig,
+    StdioServer,
+    parse_server_spec,
+)
 from realtime_voicebot.transport.events import Dialect, session_update
 
 from .spec import validate_client
@@ -321,3 +326,18 @@ async def test_http_server_dying_mid_call_then_unreachable() -> None:
         with pytest.raises(ToolError, match="is not running: cannot connect"):
             await web.call("add", {"a": 1, "b": 1})
         assert web.counters["connect_failures"] == 2
+
+
+async def test_the_readme_mcp_server_works(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "MCPServer(" in b]
+    (path := tmp_path / "notes_server.py").write_text(code)
+    (line,) = [x for x in readme.splitlines() if "--mcp-server 'notes=python notes_server.py'" in x]
+    spec = (
+        line.split("'")[1].replace("python", sys.executable).replace("notes_server.py", str(path))
+    )
+    async with started([parse_server_spec(spec)]) as (_, registry, runner, problems):
+        assert problems == []
+        assert registry.names() == ["notes__add_note", "notes__read_notes"]
+        assert (await call(runner, "notes__add_note", text="call mum")).output == "saved; 1 notes"
+        assert (await call(runner, "notes__read_notes")).output == "call mum"

@@ -273,8 +273,9 @@ class McpServerConnection:
         self.counters["connect_failures"] += 1
         self.state = "failed"
         self._failed_at = self._source.clock()
-        if problem != self.last_error:
-            log.warning("mcp_server_unavailable", server=self.name, reason=problem)
+        if problem != self.last_error:  # at start-up the app shows start()'s lines instead
+            say = log.warning if self._source.started else log.info
+            say("mcp_server_unavailable", server=self.name, reason=problem)
         self.last_error = problem
         return problem
 
@@ -624,7 +625,8 @@ class McpToolSource:
         self.on_tools_changed = on_tools_changed
         self.clock = clock
         self.servers = {config.name: McpServerConnection(config, self) for config in servers}
-        self._started = False
+        self.started = False
+        """True once `start` has returned: tool changes are announced from then on."""
         self._closing = False
         self.callbacks = 0
 
@@ -652,7 +654,7 @@ class McpToolSource:
     async def start(self) -> list[str]:
         """Start every server at once; one line per server that did not start."""
         problems = await self._connect_all(list(self.servers.values()))
-        self._started = True
+        self.started = True
         return problems
 
     async def refresh(self) -> list[str]:
@@ -678,7 +680,7 @@ class McpToolSource:
         before = {name: tool.spec() for name, tool in server.tools.items()}
         server.tools = tools
         after = {name: tool.spec() for name, tool in tools.items()}
-        if before == after or not self._started or self._closing or not self.on_tools_changed:
+        if before == after or not self.started or self._closing or not self.on_tools_changed:
             return
         change = McpToolsChanged(
             server.name,
