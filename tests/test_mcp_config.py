@@ -60,6 +60,13 @@ def test_bad_server_specs_are_one_line(spec: str, error: str) -> None:
     assert error in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_plain_http_counts_as_secure_on_this_machine_only() -> None:
+    assert HttpServer("a", "https://api.example.com/mcp").secure()
+    assert HttpServer("a", "http://127.0.0.1:8000/mcp").secure()
+    assert HttpServer("a", "http://localhost/mcp").secure()
+    assert not HttpServer("a", "http://192.168.1.5:8123/mcp").secure()
+
+
 def test_good_names_pass() -> None:
     for name in ("a", "notes", "home-assistant", "my_notes2", "x" * 24):
         assert parse_server_spec(f"{name}=cmd").name == name

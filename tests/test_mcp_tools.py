@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from realtime_voicebot.config import load_settings
-from realtime_voicebot.tools import ToolError, ToolRegistry, ToolRunner
+from realtime_voicebot.tools import Tool, ToolError, ToolRegistry, ToolRunner
 from realtime_voicebot.tools.mcp import (
     McpToolsChanged,
     McpToolSource,
@@ -146,6 +146,39 @@ def test_results_summarized_for_the_model_and_capped() -> None:
         '{"t": 21}'
     )
     assert summarize_result(CallToolResult(content=[]), 100) == "[the tool returned no content]"
+
+
+def test_a_registry_consults_its_sources_at_every_lookup_and_the_first_name_wins() -> None:
+    async def mine() -> str:
+        """Registered first."""
+        return "mine"
+
+    async def theirs() -> str:
+        """From a source."""
+        return "theirs"
+
+    class Source:
+        def __init__(self) -> None:
+            self.offered: list[Tool] = []
+
+        def tools(self) -> list[Tool]:
+            return self.offered
+
+    registry = ToolRegistry()
+    registry.add(Tool.from_function(mine, name="s__tool"))
+    source = Source()
+    registry.add_source(source)
+    assert registry.names() == ["s__tool"]
+    source.offered = [
+        Tool.from_function(theirs, name="s__tool"),  # taken: skipped
+        Tool.from_function(theirs, name="s__other"),
+    ]
+    assert registry.names() == ["s__tool", "s__other"]
+    assert [spec["name"] for spec in registry.specs()] == ["s__tool", "s__other"]
+    assert registry.get("s__tool") is not None
+    assert registry.get("s__tool").description == "Registered first."  # type: ignore[union-attr]
+    source.offered = []
+    assert "s__other" not in registry and len(registry) == 1
 
 
 # --- a stdio server ---------------------------------------------------------------------------

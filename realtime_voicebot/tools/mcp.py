@@ -222,6 +222,8 @@ class McpServerConnection:
         self._failed_at: float | None = None
         self._stderr: _StderrTail | None = None
         self._errlog: IO[str] | None = None
+        self._generation = 0
+        """Counts connections, so that a late sign from an old one changes nothing."""
 
     @property
     def up(self) -> bool:
@@ -249,6 +251,7 @@ class McpServerConnection:
     async def _connect_once(self) -> str | None:
         await self._stop_holder(graceful=True)  # a connection that stopped finishes closing
         self.state = "connecting"
+        self._generation += 1
         self._down = False
         self._wake.clear()
         ready: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
@@ -285,6 +288,13 @@ class McpServerConnection:
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
 
+            if config.headers and not config.secure():
+                log.warning(
+                    "mcp_headers_over_plain_http",
+                    server=self.name,
+                    hint="the headers travel unencrypted: use https",
+                )
+
             http = httpx2.AsyncClient(
                 headers=dict(config.headers), timeout=httpx2.Timeout(30.0, read=300.0)
             )
@@ -295,7 +305,8 @@ class McpServerConnection:
         read_fd, write_fd = os.pipe()
         errlog = self._errlog = os.fdopen(write_fd, "w")
         stack.callback(errlog.close)
-        tail = self._stderr = _StderrTail(self.name, self._stderr_closed)
+        generation = self._generation
+        tail = self._stderr = _StderrTail(self.name, lambda: self._stderr_closed(generation))
         pipe, _ = await asyncio.get_running_loop().connect_read_pipe(
             lambda: tail, os.fdopen(read_fd, "rb", buffering=0)
         )
@@ -308,8 +319,10 @@ class McpServerConnection:
         )
         return stdio_client(params, errlog=errlog)
 
-    def _stderr_closed(self) -> None:
+    def _stderr_closed(self, generation: int) -> None:
         """Every holder of the stderr pipe is gone: the server process has exited."""
+        if generation != self._generation:
+            return
         if self.state in ("running", "connecting") and not self._stopping:
             self._mark_down("the server process exited")
 
@@ -382,9 +395,11 @@ class McpServerConnection:
             return
 
         async def drain() -> None:  # the events also reach _on_message, which acts on them
-            with contextlib.suppress(Exception):
+            try:
                 async for _ in subscription:
                     pass
+            except Exception as exc:  # SubscriptionLost: the connection broke under it
+                self._mark_down(f"its notification stream broke: {self._reason(exc)}")
 
         task = asyncio.create_task(drain(), name=f"mcp-listen-{self.name}")
 

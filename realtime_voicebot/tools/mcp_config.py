@@ -65,6 +65,12 @@ class HttpServer:
     url: str = field(repr=False)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
+    def secure(self) -> bool:
+        """https, or plain http that stays on this machine."""
+        parts = urlsplit(self.url)
+        local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+        return parts.scheme.lower() == "https" or local
+
     def where(self) -> str:
         """Scheme, host and port only: paths and queries sometimes carry tokens."""
         parts = urlsplit(self.url)
