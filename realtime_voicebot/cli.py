@@ -267,8 +267,15 @@ def run(
     if input_file is not None and not input_file.exists():
         typer.echo(f"error: no WAV file at {input_file}", err=True)
         raise typer.Exit(2)
+    from realtime_voicebot.tools.mcp_config import McpConfigError
+    from realtime_voicebot.tools.user import ToolLoadError
+
     bot = VoiceBot(settings, options, select_view(settings.log_format))
-    code = asyncio.run(bot.run())
+    try:
+        code = asyncio.run(bot.run())
+    except (ToolLoadError, McpConfigError) as exc:  # a tools module or MCP entry to fix
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     raise typer.Exit(code)
 
 

@@ -246,3 +246,34 @@ def test_the_readme_config_file_loads(tmp_path: Path) -> None:
     assert servers[2] == HttpServer(
         "github", "https://api.githubcopilot.com/mcp/", {"Authorization": f"Bearer {TOKEN}"}
     )
+
+
+def test_the_source_is_built_from_settings_with_variables_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from realtime_voicebot.tools.mcp import McpToolSource
+
+    path = tmp_path / "mcp.json"
+    path.write_text(json.dumps({"mcpServers": {"gh": {"url": "https://h/mcp"}}}))
+    monkeypatch.setenv("TOK", TOKEN)
+    settings = load_settings(
+        {
+            "mcp_servers": ["notes=uvx notes --token ${TOK}"],
+            "mcp_config": str(path),
+            "tool_timeout_s": "7",
+            "mcp_connect_timeout_s": "9",
+            "tool_output_max_chars": "2000",
+        }
+    )
+    source = McpToolSource.from_settings(settings)
+    assert list(source.servers) == ["notes", "gh"]
+    assert source.servers["notes"].config == StdioServer(
+        "notes", "uvx", ("notes", "--token", TOKEN)
+    )
+    assert TOKEN not in repr(source.servers["notes"].config)
+    assert (source.call_timeout_s, source.connect_timeout_s, source.max_output_chars) == (
+        7.0,
+        9.0,
+        2000,
+    )
+    assert source.tools() == [] and source.snapshot()["servers"]["gh"]["state"] == "idle"

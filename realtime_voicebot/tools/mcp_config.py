@@ -47,7 +47,7 @@ class StdioServer:
 
     name: str
     command: str
-    args: tuple[str, ...] = ()
+    args: tuple[str, ...] = field(default=(), repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Added to the SDK's safe default environment (PATH, HOME...): API keys are not passed."""
     cwd: str | None = None
