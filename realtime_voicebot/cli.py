@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 import typer
 
 from realtime_voicebot import __version__
-from realtime_voicebot.cli_names import flag_for
+from realtime_voicebot.cli_names import REPEATABLE_FLAGS, flag_for
 
 if TYPE_CHECKING:
     from realtime_voicebot.ui import ConversationView
@@ -68,7 +68,17 @@ def settings_options(func: F) -> F:
         if name in SECRET_FIELDS or name in own_names:
             continue
         flag = flag_for(name)
-        if field.annotation is bool:
+        if name in REPEATABLE_FLAGS:
+            option = typer.Option(
+                None,
+                flag,
+                help=f"{field.description} Repeatable.",
+                rich_help_panel=SETTINGS_PANEL,
+                show_default=False,
+                metavar="TEXT",
+            )
+            annotation: Any = list[str] | None
+        elif field.annotation is bool:
             option = typer.Option(
                 None,
                 f"{flag}/--no-{flag[2:]}",
@@ -76,7 +86,7 @@ def settings_options(func: F) -> F:
                 rich_help_panel=SETTINGS_PANEL,
                 show_default=False,
             )
-            annotation: Any = bool | None
+            annotation = bool | None
         else:
             option = typer.Option(
                 None,
@@ -97,7 +107,9 @@ def settings_options(func: F) -> F:
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
         overrides = {
-            k: kwargs.pop(k) for k in list(kwargs) if k in setting_names and kwargs[k] is not None
+            k: kwargs.pop(k)
+            for k in list(kwargs)
+            if k in setting_names and kwargs[k] is not None and kwargs[k] != []
         }
         for k in setting_names:
             kwargs.pop(k, None)
@@ -139,18 +151,13 @@ def config_show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show the effective settings, secrets masked, and where each value came from."""
-    from realtime_voicebot.config import SECRET_FIELDS, value_sources
+    from realtime_voicebot.config import shown_value, value_sources
 
     settings = load_or_exit(overrides)
     sources = value_sources(overrides)
     rows: list[tuple[str, str, str]] = []
     for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if name in SECRET_FIELDS:
-            shown = "(not set)" if value is None else "********"
-        else:
-            shown = "" if value is None else str(value)
-        rows.append((name, shown, sources[name]))
+        rows.append((name, shown_value(name, getattr(settings, name)), sources[name]))
     if as_json:
         typer.echo(json.dumps({n: {"value": v, "source": s} for n, v, s in rows}, indent=2))
         return
@@ -260,8 +267,15 @@ def run(
     if input_file is not None and not input_file.exists():
         typer.echo(f"error: no WAV file at {input_file}", err=True)
         raise typer.Exit(2)
+    from realtime_voicebot.tools.mcp_config import McpConfigError
+    from realtime_voicebot.tools.user import ToolLoadError
+
     bot = VoiceBot(settings, options, select_view(settings.log_format))
-    code = asyncio.run(bot.run())
+    try:
+        code = asyncio.run(bot.run())
+    except (ToolLoadError, McpConfigError) as exc:  # a tools module or MCP entry to fix
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     raise typer.Exit(code)
 
 

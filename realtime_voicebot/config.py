@@ -250,7 +250,39 @@ class Settings(BaseSettings):
         65536, ge=1024, le=16 * 1024 * 1024, description="Bytes of a body http_get returns."
     )
 
-    @field_validator("tools", "http_allowlist", mode="before")
+    # --- your own tools: Python modules, installed packages, MCP servers -------------------
+    tools_modules: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="Python files or importable modules whose @tool functions the model may "
+        "call; repeat the flag (environment: comma-separated).",
+    )
+    tool_entry_points: bool = Field(
+        True,
+        description="Also load the tools installed packages declare in the "
+        "realtime_voicebot.tools entry-point group.",
+    )
+    tool_output_max_chars: int = Field(
+        16000,
+        ge=256,
+        le=1_000_000,
+        description="Characters of one MCP or user tool result the model gets (the rest is cut).",
+    )
+    mcp_servers: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="MCP servers: NAME=COMMAND ARGS... (stdio) or NAME=URL ['Header: value'...] "
+        "(streamable HTTP), ${VAR} from the environment; repeat the flag (environment: a JSON "
+        "list or ;-separated).",
+    )
+    mcp_config: Path | None = Field(
+        None,
+        description='JSON file of MCP servers in the common {"mcpServers": {...}} shape '
+        "(command/args/env or url/headers).",
+    )
+    mcp_connect_timeout_s: float = Field(
+        20.0, gt=0, le=300, description="Time one MCP server has to start and list its tools."
+    )
+
+    @field_validator("tools", "http_allowlist", "tools_modules", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         """Accept a JSON list or a comma-separated string (environment, .env and CLI)."""
@@ -271,6 +303,30 @@ class Settings(BaseSettings):
             if name not in TOOL_NAMES:
                 raise ValueError(f"unknown tool {name!r} (choose from {', '.join(TOOL_NAMES)})")
         return names
+
+    @field_validator("mcp_servers", mode="before")
+    @classmethod
+    def _split_mcp_servers(cls, value: Any) -> Any:
+        from realtime_voicebot.tools.mcp_config import split_server_specs
+
+        return split_server_specs(value) if isinstance(value, str) else value
+
+    @field_validator("mcp_servers", mode="after")
+    @classmethod
+    def _check_mcp_servers(cls, specs: list[str]) -> list[str]:
+        from realtime_voicebot.tools.mcp_config import check_unique, parse_server_spec
+
+        check_unique(parse_server_spec(spec) for spec in specs)
+        return specs
+
+    @field_validator("mcp_config", mode="after")
+    @classmethod
+    def _check_mcp_config(cls, path: Path | None) -> Path | None:
+        from realtime_voicebot.tools.mcp_config import load_config_file
+
+        if path is not None:
+            load_config_file(path)
+        return path
 
     @field_validator("http_allowlist", mode="after")
     @classmethod
@@ -317,6 +373,19 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_mcp_names(self) -> Settings:
+        if self.mcp_servers and self.mcp_config is not None:
+            from realtime_voicebot.tools.mcp_config import (
+                check_unique,
+                load_config_file,
+                parse_server_spec,
+            )
+
+            specs = [parse_server_spec(spec) for spec in self.mcp_servers]
+            check_unique([*specs, *load_config_file(self.mcp_config)])
+        return self
+
     def api_key(self) -> SecretStr | None:
         """The key for the configured provider."""
         return self.azure_openai_api_key if self.provider == "azure" else self.openai_api_key
@@ -360,6 +429,19 @@ def dialect_problems(settings: Settings) -> list[str]:
 SECRET_FIELDS = frozenset(
     name for name, f in Settings.model_fields.items() if f.annotation == SecretStr | None
 )
+MASKED_FIELDS = frozenset({"mcp_servers"})
+"""Settings shown with their secret parts masked (MCP header values) and never echoed."""
+
+
+def shown_value(name: str, value: Any) -> str:
+    """A setting's value as `config show` prints it: secrets masked, None as empty."""
+    if name in SECRET_FIELDS:
+        return "(not set)" if value is None else "********"
+    if name == "mcp_servers":
+        from realtime_voicebot.tools.mcp_config import mask_server_spec
+
+        return str([mask_server_spec(spec) for spec in value])
+    return "" if value is None else str(value)
 
 
 def env_names(field: str) -> list[str]:
@@ -412,8 +494,11 @@ def format_validation_error(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"]) or "settings"
         name = loc.lower().removeprefix(ENV_PREFIX.lower())
-        secret = name in SECRET_FIELDS or "key" in name
-        got = "" if secret or "input" not in err else f" (got {err['input']!r})"
+        field = name.split(".", 1)[0]
+        secret = field in SECRET_FIELDS or field in MASKED_FIELDS or "key" in name
+        # a model-level check (no location) has every setting as its input, keys included
+        whole = not err["loc"]
+        got = "" if secret or whole or "input" not in err else f" (got {err['input']!r})"
         lines.append(f"invalid setting {name}: {err['msg']}{got}")
     return "\n".join(lines)
 
