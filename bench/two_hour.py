@@ -37,7 +37,7 @@ from realtime_voicebot.fake.config import FakeServerConfig
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.synth import silence, speech_like
-from realtime_voicebot.selftest import PushInput
+from realtime_voicebot.testing import PushInput
 
 USER_S = 4.0
 REPLY_S = 8.0

@@ -19,14 +19,16 @@ import signal
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from pydantic import SecretStr
 
+from realtime_voicebot.audio_io import AudioIO
+from realtime_voicebot.background import Background, ChangeSignal
 from realtime_voicebot.config import Settings
-from realtime_voicebot.core import CoreConfig, Playback, SessionCore
+from realtime_voicebot.core import CoreConfig, SessionCore
 from realtime_voicebot.core import actions as a
 from realtime_voicebot.errors import FatalConnectionError, UserError
 from realtime_voicebot.inputs import stdin_is_terminal, stdin_lines
@@ -49,15 +51,14 @@ from realtime_voicebot.ui import ConversationView
 if TYPE_CHECKING:
     from realtime_voicebot.audio.input import AudioInput
     from realtime_voicebot.audio.output import AudioOutput
-    from realtime_voicebot.fake.server import FakeRealtimeServer, FakeServerConfig
+    from realtime_voicebot.fake.config import FakeServerConfig
+    from realtime_voicebot.fake.server import FakeRealtimeServer
     from realtime_voicebot.summarization.base import Summarizer
 
 __all__ = ["RunOptions", "UserError", "VoiceBot"]
 
 log = structlog.get_logger(component="app")
 QUIET_AFTER_INPUT_S = 1.5
-LEVEL_INTERVAL_S = 0.1
-"""How often the microphone level is passed to the view."""
 
 
 @dataclass
@@ -81,29 +82,6 @@ class RunOptions:
     extra_tools: list[Tool] = field(default_factory=list)
 
 
-class ChangeSignal:
-    """Wakes every waiter on `notify` (synchronous, no task); `until` re-checks a condition."""
-
-    def __init__(self) -> None:
-        self._waiters: list[asyncio.Future[None]] = []
-
-    def notify(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def wait(self) -> None:
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        await waiter
-
-    async def until(self, predicate: Callable[[], object], timeout_s: float | None = None) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not predicate():
-                await self.wait()
-
-
 class VoiceBot:
     """One conversation over as many sessions as it takes."""
 
@@ -120,13 +98,18 @@ class VoiceBot:
         self.settings = settings
         self.options = options
         self.view = view
-        self.audio_in = audio_in
-        self.audio_out = audio_out
         self._summarizer = summarizer
         self.metrics = Metrics()
         self.latency = LatencyTracker(self.metrics, view.latency)
         self.prices = Prices.from_settings(settings)
-        self.core = SessionCore(CoreConfig.from_settings(settings), playback=self._playback)
+        self.audio = AudioIO(
+            audio_in,
+            audio_out,
+            self.latency,
+            on_failure=self._device_failed,
+            on_played_out=self._on_played_out,
+        )
+        self.core = SessionCore(CoreConfig.from_settings(settings), playback=self.audio.playback)
         self.client: RealtimeClient | None = None
         self.tool_runner: ToolRunner | None = None
         self.summaries: SummaryRunner | None = None
@@ -137,18 +120,21 @@ class VoiceBot:
         it)."""
         self.exit_code = 0
         self.typing = options.text or options.text_lines is not None or stdin_is_terminal()
-        self.device_failure: str | None = None
-        """The one-line message of the audio device that failed mid-run, if one did."""
         self.text_only = options.text
         self._stop = asyncio.Event()
         self._input_done = asyncio.Event()
-        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
-        self._tool_tasks: dict[str, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._task_failures = 0
+        self.background = Background()
         self._core_errors = 0
         self._sessions_started = 0
         self._subscribers: list[Callable[[a.Action], None]] = []
+
+    @property
+    def audio_in(self) -> AudioInput | None:
+        return self.audio.audio_in
+
+    @property
+    def audio_out(self) -> AudioOutput | None:
+        return self.audio.audio_out
 
     def subscribe(self, callback: Callable[[a.Action], None]) -> None:
         """Call ``callback`` with every action the core returns, after it is performed
@@ -181,7 +167,11 @@ class VoiceBot:
     async def _start(self) -> None:
         settings = self.settings
         if self.options.fake_server:
-            settings = self.settings = await self._start_fake_server(settings)
+            from realtime_voicebot.fake.server import serve_for
+
+            self.fake_server, settings = await serve_for(settings, self.options.fake_server_config)
+            self.settings = settings
+            self.view.notice(f"fake Realtime server at {self.fake_server.url}")
         try:
             endpoint = build_endpoint(settings)
         except Exception as exc:  # EndpointError: a message for the user
@@ -214,10 +204,10 @@ class VoiceBot:
         from realtime_voicebot.audio.build import build_audio
         from realtime_voicebot.audio.devices import AudioUnavailableError
 
-        options = self.options
+        options, audio = self.options, self.audio
         try:
-            if self.audio_out is None and self.audio_in is None:
-                self.audio_in, self.audio_out = build_audio(
+            if audio.audio_out is None and audio.audio_in is None:
+                audio.audio_in, audio.audio_out = build_audio(
                     self.settings,
                     text=options.text,
                     input_file=options.input_file,
@@ -225,35 +215,13 @@ class VoiceBot:
                     input_pace=options.input_pace,
                     output_pace=options.output_pace,
                 )
-            if self.audio_out is not None:
-                self.audio_out.on_item_started = self.latency.first_sample
-                self.audio_out.on_item_finished = self._on_playback_finished
-                self.audio_out.on_device_error = lambda reason: self._device_failed(
-                    "Speaker", reason
-                )
-                await self.audio_out.start()
-            if self.audio_in is not None:
-                await self.audio_in.start()
+            await audio.start()
         except AudioUnavailableError as exc:
             if options.input_file is not None or options.output_file is not None:
                 raise UserError(str(exc)) from None
-            await self._close_devices()
+            await audio.close()
             self.text_only = self.typing = True
             self.view.notice(f"{exc} -- falling back to text mode: type a line and press Enter")
-
-    async def _start_fake_server(self, settings: Settings) -> Settings:
-        from realtime_voicebot.fake.server import FakeRealtimeServer, FakeServerConfig
-
-        self.fake_server = FakeRealtimeServer(self.options.fake_server_config or FakeServerConfig())
-        await self.fake_server.start()
-        self.view.notice(f"fake Realtime server at {self.fake_server.url}")
-        key = SecretStr("sk-fake-server")
-        if settings.provider == "azure":
-            http_base = self.fake_server.url.replace("ws://", "http://").removesuffix("/v1")
-            return settings.model_copy(
-                update={"azure_openai_endpoint": http_base, "azure_openai_api_key": key}
-            )
-        return settings.model_copy(update={"url": self.fake_server.url, "openai_api_key": key})
 
     def _open_transcript(self) -> None:
         from realtime_voicebot.redact import redact
@@ -268,8 +236,8 @@ class VoiceBot:
         assert self.client is not None
         client_task = asyncio.create_task(self.client.run(), name="client")
         workers = [asyncio.create_task(self._watch_exit(), name="exit-watch")]
-        if self.audio_in is not None:
-            workers.append(asyncio.create_task(self._pump_audio(self.audio_in), name="audio-in"))
+        if self.audio.audio_in is not None:
+            workers.append(asyncio.create_task(self._pump_audio(), name="audio-in"))
         if self.typing:  # typed lines are text turns in voice mode too
             workers.append(asyncio.create_task(self._pump_text(), name="text-in"))
         stop_task = asyncio.create_task(self._stop.wait(), name="stop")
@@ -293,13 +261,8 @@ class VoiceBot:
             await asyncio.gather(client_task, return_exceptions=True)
 
     async def _shutdown(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._close_devices()
+        await self.background.aclose()
+        await self.audio.close()
         self._perform(self.core.flush_records())
         if self.transcript is not None:
             await self.transcript.aclose()
@@ -341,14 +304,6 @@ class VoiceBot:
                 log.exception("subscriber_failed")
         self.changed.notify()
 
-    def _playback(self) -> Playback:
-        player = self.audio_out
-        if player is None:
-            return Playback()
-        item_id = player.playing_item_id or player.head_item_id
-        played = player.played_ms(item_id) if item_id is not None else 0.0
-        return Playback(item_id, played, player.is_audible, has_output=True)
-
     def _perform(self, actions: list[a.Action]) -> None:
         for action in actions:
             match action:
@@ -356,21 +311,20 @@ class VoiceBot:
                     assert self.client is not None
                     self.client.send(event)
                 case a.PlayAudio(item_id, pcm):
-                    self._play(item_id, pcm)
-                case a.EndAudio(item_id) if self.audio_out is not None:
-                    self.audio_out.end_item(item_id)
-                case a.StopPlayback() if self.audio_out is not None:
-                    self.audio_out.flush()
+                    self.audio.play(item_id, pcm)
+                case a.EndAudio(item_id):
+                    self.audio.end(item_id)
+                case a.StopPlayback():
+                    self.audio.stop_playback()
                 case a.RunTool(call_id, name, arguments):
-                    self._tool_tasks[call_id] = self._spawn(
-                        self._run_tool(call_id, name, arguments), f"tool:{name}"
-                    )
-                case a.CancelTool(call_id) if call_id in self._tool_tasks:
-                    self._tool_tasks.pop(call_id).cancel()
+                    tool = self._run_tool(call_id, name, arguments)
+                    self.background.spawn(tool, f"tool:{name}", key=("tool", call_id))
+                case a.CancelTool(call_id):
+                    self.background.cancel(("tool", call_id))
                 case a.Summarize():
-                    self._spawn(self._summarize(action), "summary")
+                    self.background.spawn(self._summarize(action), "summary")
                 case a.StartTimer(key, seconds):
-                    self._start_timer(key, seconds)
+                    self.background.call_later(key, seconds, partial(self._timer_fired, key))
                 case a.RollOver() if self.client is not None:
                     self.client.roll_over()
                 case a.Reconnect(reason) if self.client is not None:
@@ -397,7 +351,9 @@ class VoiceBot:
             case a.ReplyDone(item_id, text, truncated):
                 view.assistant_done(item_id, text, truncated)
             case a.BargeIn():
-                self._barge_in_done(time.monotonic())
+                decided_at = time.monotonic()
+                self.latency.barge_in_flushed(decided_at)
+                self.background.spawn(self.audio.watch_silence(decided_at), "silence-watch")
             case a.ResponseFinished(usage=usage, window_tokens=window) if usage is not None:
                 self.metrics.add_usage(usage, self.prices)
                 view.cost(self.metrics.cost_usd)
@@ -413,41 +369,12 @@ class VoiceBot:
 
     # --- performing --------------------------------------------------------------------------
 
-    def _play(self, item_id: str, pcm: bytes) -> None:
-        if self.audio_out is None:
-            return
-        try:
-            self.audio_out.write(item_id, pcm)
-        except Exception as exc:  # PortAudioError, OSError: the device is gone
-            self._device_failed("Speaker", exc)
-
-    def _barge_in_done(self, decided_at: float) -> None:
-        self.latency.barge_in_flushed(decided_at)
-        player = self.audio_out
-        if player is None:
-            return
-
-        async def watch_silence() -> None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    silenced_at = await player.wait_silenced()
-                    if silenced_at is not None:
-                        self.latency.barge_in_silenced(decided_at, silenced_at)
-
-        self._spawn(watch_silence(), "silence-watch")
-
-    def _speaker_failed(self, reason: str) -> None:
-        self._device_failed("Speaker", reason)
-
-    def _on_playback_finished(self, item_id: str) -> None:
+    def _on_played_out(self, item_id: str) -> None:
         self._feed(self.core.playback_finished(item_id))
 
     async def _run_tool(self, call_id: str, name: str | None, arguments: str) -> None:
         assert self.tool_runner is not None
-        try:
-            result = await self.tool_runner.run(name, arguments, call_id)
-        finally:
-            self._tool_tasks.pop(call_id, None)
+        result = await self.tool_runner.run(name, arguments, call_id)
         self._feed(self.core.tool_finished(call_id, result))
 
     async def _summarize(self, request: a.Summarize) -> None:
@@ -457,49 +384,17 @@ class VoiceBot:
         )
         self._feed(self.core.summary_ready(request.job_id, text, fallback))
 
-    def _start_timer(self, key: Hashable, seconds: float) -> None:
-        old = self._timers.pop(key, None)
-        if old is not None:
-            old.cancel()
-
-        def fire() -> None:
-            self._timers.pop(key, None)
-            self._feed(self.core.timer_fired(key))
-
-        self._timers[key] = asyncio.get_running_loop().call_later(seconds, fire)
-
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        """A background task, kept until it ends; a failure is logged and counted."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._task_failures += 1
-            log.error("task_failed", task=task.get_name(), exc_info=task.exception())
+    def _timer_fired(self, key: Hashable) -> None:
+        self._feed(self.core.timer_fired(key))
 
     # --- inputs ------------------------------------------------------------------------------
 
-    async def _pump_audio(self, source: AudioInput) -> None:
+    async def _pump_audio(self) -> None:
         assert self.client is not None
-        finished: asyncio.Event | None = getattr(source, "finished", None)
+        finished: asyncio.Event | None = getattr(self.audio.audio_in, "finished", None)
         if finished is not None:
-            self._spawn(self._mark_input_done(finished), "input-done")
-        next_level = 0.0
-        try:
-            async for block in source:
-                if self.audio_in is not source:  # a device failed: text mode now
-                    return
-                self.client.send_audio(block)
-                now = time.monotonic()
-                if now >= next_level:
-                    next_level = now + LEVEL_INTERVAL_S
-                    self.view.level(source.level_dbfs)
-        except Exception as exc:  # PortAudioError, AudioDeviceError: unplugged, driver gone
-            self._device_failed("Microphone", exc)
+            self.background.spawn(self._mark_input_done(finished), "input-done")
+        await self.audio.stream_microphone(self.client.send_audio, self.view.level)
 
     async def _mark_input_done(self, finished: asyncio.Event) -> None:
         await finished.wait()
@@ -515,29 +410,17 @@ class VoiceBot:
 
     # --- audio device failures -----------------------------------------------------------------
 
-    def _device_failed(self, which: str, reason: object) -> None:
+    def _device_failed(self, message: str) -> None:
         """A device failed mid-run: one line saying so, then text mode or a clean exit (1).
 
         Text mode when lines can be typed (a terminal, or given lines) and no file is being
         played or recorded; otherwise the run ends and the transcript is saved as usual.
         """
-        if self.device_failure is not None:
-            return
-        flag = "--input-device" if which == "Microphone" else "--output-device"
-        detail = str(reason).strip().rstrip(".") or type(reason).__name__
-        self.device_failure = (
-            f"{which} stopped: {detail}. Run `voicebot devices list` and pick a device with {flag}."
-        )
-        devices = [d for d in (self.audio_in, self.audio_out) if d is not None]
-        self.audio_in = self.audio_out = None  # no action touches a device from here on
-        log.error("audio_device_failed", device=which.lower(), reason=detail)
-        self.view.error(self.device_failure)
-        self._spawn(self._after_device_failure(devices), "device-failure")
+        self.view.error(message)
+        self.background.spawn(self._after_device_failure(), "device-failure")
 
-    async def _after_device_failure(self, devices: list[AudioInput | AudioOutput]) -> None:
-        for device in devices:
-            with contextlib.suppress(Exception):  # a device that is gone may fail to stop
-                await device.stop()
+    async def _after_device_failure(self) -> None:
+        await self.audio.close()
         files = self.options.input_file is not None or self.options.output_file is not None
         if self.typing and not files:
             self.text_only = True  # the end of typed input now ends the run
@@ -546,13 +429,6 @@ class VoiceBot:
         else:
             self.exit_code = 1
         self.stop()
-
-    async def _close_devices(self) -> None:
-        devices = [d for d in (self.audio_in, self.audio_out) if d is not None]
-        self.audio_in = self.audio_out = None  # no action touches a device from here on
-        for device in devices:
-            with contextlib.suppress(Exception):  # a device that is gone may fail to stop
-                await device.stop()
 
     # --- exit conditions -----------------------------------------------------------------------
 
@@ -578,7 +454,7 @@ class VoiceBot:
 
     async def _wait_for_replies(self, replies: int) -> None:
         await self.until(lambda: self.core.stats.completed_replies >= replies)
-        await self._wait_playback_done()
+        await self.audio.played_out()
 
     async def _wait_input_finished(self) -> None:
         """The input ended (file, typed lines): wait for the last reply, then a quiet spell."""
@@ -586,18 +462,12 @@ class VoiceBot:
         quiet = max(QUIET_AFTER_INPUT_S, 2 * self.settings.vad_silence_ms / 1000)
         while True:
             await self.until(lambda: not self.core.turns.reply_owed)
-            await self._wait_playback_done()
+            await self.audio.played_out()
             try:
                 await asyncio.wait_for(self.changed.wait(), quiet)
             except TimeoutError:
                 if self.core.turns.idle():
                     return
-
-    async def _wait_playback_done(self) -> None:
-        player = self.audio_out
-        item_id = player.playing_item_id if player is not None else None
-        if player is not None and item_id is not None:
-            await player.wait_finished(item_id)
 
     # --- the session summary ---------------------------------------------------------------------
 
@@ -606,8 +476,8 @@ class VoiceBot:
         parts: dict[str, dict[str, Any]] = {
             "core": self.core.snapshot(),
             "app": {
-                "audio_device_failures": int(self.device_failure is not None),
-                "task_failures": self._task_failures,
+                "audio_device_failures": int(self.audio.failure is not None),
+                "task_failures": self.background.failures,
                 "core_errors": self._core_errors,
                 "sessions_started": self._sessions_started,
             },
@@ -621,11 +491,7 @@ class VoiceBot:
                 "written": self.transcript.written,
                 "dropped": self.transcript.dropped,
             }
-        if self.audio_out is not None:
-            parts["player"] = {"underruns": self.audio_out.underruns}
-        if self.audio_in is not None:
-            parts["mic"] = {"dropped_blocks": self.audio_in.dropped_blocks}
-        return parts
+        return {**parts, **self.audio.snapshot()}
 
     def summary(self) -> dict[str, Any]:
         return self.metrics.summary(self.snapshot())

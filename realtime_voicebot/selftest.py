@@ -17,12 +17,10 @@ import asyncio
 import contextlib
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from realtime_voicebot.app import RunOptions, VoiceBot
 from realtime_voicebot.audio.output import WavFilePlayer
@@ -33,15 +31,13 @@ from realtime_voicebot.fake.conversation import ItemView
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
-from realtime_voicebot.fake.synth import silence, speech_like
+from realtime_voicebot.testing import PushInput, RecordingView
 from realtime_voicebot.transport.events import (
-    PCM_RATE,
     ClientEventType,
     Dialect,
     ServerEventType,
     wire_name,
 )
-from realtime_voicebot.ui import ConversationView
 
 BLOCK_MS = 20
 TURN_PAUSE_S = 1.0
@@ -75,104 +71,6 @@ class StepResult:
     reason: str = ""
     detail: str = ""
     """What a passed step measured, e.g. the truncate position."""
-
-
-class PushInput:
-    """An `AudioInput` fed programmatically: pushed samples reach the app in blocks, in order.
-
-    The self-test's microphone; the test suite and the benchmarks feed the app through it too.
-    A full queue drops the block and counts it.
-    """
-
-    sample_rate = PCM_RATE
-
-    def __init__(self, max_blocks: int = 50_000, block_ms: int = BLOCK_MS) -> None:
-        self.level_dbfs = -90.0
-        self.dropped_blocks = 0
-        self.overflows = 0
-        self._block_bytes = PCM_RATE * block_ms // 1000 * 2
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=max_blocks)
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    def push(self, samples: np.ndarray[Any, Any]) -> None:
-        pcm = samples.astype("<i2").tobytes()
-        for start in range(0, len(pcm), self._block_bytes):
-            try:
-                self._queue.put_nowait(pcm[start : start + self._block_bytes])
-            except asyncio.QueueFull:
-                self.dropped_blocks += 1
-
-    def say(self, seconds: float, seed: int = 0, pause_s: float = 0.0) -> None:
-        """Speech-like audio, then ``pause_s`` of silence (long enough ends the turn)."""
-        self.push(speech_like(seconds, seed=seed))
-        if pause_s > 0:
-            self.pause(pause_s)
-
-    def pause(self, seconds: float) -> None:
-        self.push(silence(seconds))
-
-    async def read(self) -> bytes:
-        return await self._queue.get()
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while True:
-            yield await self.read()
-
-
-@dataclass
-class RecordingView(ConversationView):
-    """A silent `ConversationView` that keeps what the app showed (what it does not keep,
-    it ignores: the protocol's other methods)."""
-
-    user: list[str] = field(default_factory=list)
-    assistant: list[tuple[str, str, bool]] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    compactions: list[tuple[int, int]] = field(default_factory=list)
-
-    def user_said(self, text: str) -> None:
-        self.user.append(text)
-
-    def assistant_delta(self, item_id: str, text: str) -> None:
-        return None
-
-    def assistant_done(self, item_id: str, text: str, truncated: bool) -> None:
-        self.assistant.append((item_id, text, truncated))
-
-    def status(self, text: str) -> None:
-        return None
-
-    def notice(self, text: str) -> None:
-        self.notices.append(text)
-
-    def error(self, text: str) -> None:
-        self.errors.append(text)
-
-    def level(self, dbfs: float) -> None:
-        return None
-
-    def window(self, tokens: int, threshold: int) -> None:
-        return None
-
-    def latency(self, name: str, seconds: float) -> None:
-        return None
-
-    def cost(self, usd: float) -> None:
-        return None
-
-    def compaction(self, items: int, summary_chars: int) -> None:
-        self.compactions.append((items, summary_chars))
-
-    def summary(self, data: dict[str, Any]) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 @dataclass

@@ -16,7 +16,7 @@ from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
 from realtime_voicebot.fake.synth import silence, speech_like
-from realtime_voicebot.selftest import PushInput
+from realtime_voicebot.testing import PushInput
 from realtime_voicebot.transport.events import PCM_RATE
 
 from .app_harness import fake_config, settings_for, start_bot, write_wav

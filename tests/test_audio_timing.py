@@ -13,7 +13,7 @@ from realtime_voicebot.app import RunOptions
 from realtime_voicebot.audio.output import AudioPlayer, WavFilePlayer
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
-from realtime_voicebot.selftest import PushInput
+from realtime_voicebot.testing import PushInput
 
 from .app_harness import fake_config, settings_for, start_bot
 from .waiting import eventually

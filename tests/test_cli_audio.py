@@ -14,8 +14,8 @@ from realtime_voicebot.app import RunOptions, VoiceBot
 from realtime_voicebot.audio import devices
 from realtime_voicebot.cli import app
 from realtime_voicebot.config import load_settings
+from realtime_voicebot.testing import RecordingView
 
-from .app_harness import RecordingView
 from .rig import rig_problem
 
 runner = CliRunner()

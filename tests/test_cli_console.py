@@ -25,7 +25,7 @@ from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.synth import silence, speech_like
 from realtime_voicebot.metrics import SPEECH_END_TO_FIRST_DELTA
-from realtime_voicebot.selftest import PushInput
+from realtime_voicebot.testing import PushInput
 
 from .app_harness import fake_config, settings_for, start_bot, write_wav
 from .test_cli_run import VOICEBOT, clean_env, run_cli

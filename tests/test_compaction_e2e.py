@@ -32,9 +32,9 @@ from realtime_voicebot.fake.config import Faults
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
-from realtime_voicebot.selftest import PushInput
 from realtime_voicebot.summarization.base import SummaryInput
 from realtime_voicebot.summarization.extractive import ExtractiveSummarizer
+from realtime_voicebot.testing import PushInput
 from realtime_voicebot.transport.events import message_create, response_create, session_update
 
 from .app_harness import Running, fake_config, settings_for, spoken_turn, start_bot

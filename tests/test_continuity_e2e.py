@@ -18,7 +18,7 @@ from realtime_voicebot.audio.output import WavFilePlayer
 from realtime_voicebot.core.recap import is_recap
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
-from realtime_voicebot.selftest import PushInput
+from realtime_voicebot.testing import PushInput
 from realtime_voicebot.transcript import load_transcript
 
 from .app_harness import fake_config, settings_for, spoken_turn, start_bot

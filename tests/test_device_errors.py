@@ -30,7 +30,7 @@ from realtime_voicebot.audio.output import AudioPlayer, SoundDevicePlayer
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.synth import silence, speech_like
-from realtime_voicebot.selftest import PushInput
+from realtime_voicebot.testing import PushInput
 from realtime_voicebot.transport.events import PCM_RATE
 
 from .app_harness import BLOCK_SAMPLES, Running, fake_config, settings_for, start_bot

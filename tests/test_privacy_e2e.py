@@ -32,7 +32,7 @@ from realtime_voicebot.cli import app as cli_app
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.logging import configure_logging
-from realtime_voicebot.selftest import PushInput
+from realtime_voicebot.testing import PushInput
 from realtime_voicebot.transport.endpoint import build_endpoint
 
 from .app_harness import Running, fake_config, settings_for, start_bot

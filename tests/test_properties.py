@@ -30,6 +30,7 @@ from realtime_voicebot.app import RunOptions, VoiceBot
 from realtime_voicebot.config import load_settings
 from realtime_voicebot.core import SessionCore
 from realtime_voicebot.core.conversation import Conversation as Mirror
+from realtime_voicebot.testing import RecordingView
 from realtime_voicebot.tools.runner import ToolResult
 from realtime_voicebot.transport.events import (
     IGNORED_WIRE_TYPES,
@@ -39,7 +40,6 @@ from realtime_voicebot.transport.events import (
     internal_name,
 )
 
-from .app_harness import RecordingView
 from .state_helpers import Conversation
 
 JSON = dict[str, Any]

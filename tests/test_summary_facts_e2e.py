@@ -14,7 +14,7 @@ from realtime_voicebot.audio.output import WavFilePlayer
 from realtime_voicebot.core.recap import read_recap
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
-from realtime_voicebot.selftest import PushInput
+from realtime_voicebot.testing import PushInput
 
 from .app_harness import fake_config, settings_for, spoken_turn, start_bot
 from .planted_facts import FACTS, facts_held, filler_sentences, planted_turns

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
+from pydantic import SecretStr
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -33,6 +34,9 @@ from realtime_voicebot.fake.errors import SessionEnded
 from realtime_voicebot.fake.scenario import ScenarioCursor
 from realtime_voicebot.fake.session import FakeSession, Handshake
 from realtime_voicebot.transport.events import Dialect, ErrorCode
+
+if TYPE_CHECKING:
+    from realtime_voicebot.config import Settings
 
 __all__ = ["FakeRealtimeServer", "FakeServerConfig", "FakeSession", "Faults", "RejectedHandshake"]
 
@@ -160,6 +164,11 @@ class FakeRealtimeServer:
         """
         async with asyncio.timeout(timeout_s), self._changed:
             await self._changed.wait_for(predicate)
+
+    async def changed(self) -> None:
+        """Until the next event in or out of any session (or a session's start or end)."""
+        async with self._changed:
+            await self._changed.wait()
 
     async def wait_for_session(self, number: int = 1, timeout_s: float = 5.0) -> FakeSession:
         """The ``number``-th session (1-based), once its ``session.created`` has been sent."""
@@ -312,3 +321,19 @@ class FakeRealtimeServer:
                 close_code=connection.close_code,
                 ended_by=session.ended_by,
             )
+
+
+async def serve_for(
+    settings: Settings, config: FakeServerConfig | None = None
+) -> tuple[FakeRealtimeServer, Settings]:
+    """Start a fake server for ``voicebot run --fake-server``: the server, and ``settings``
+    pointed at it with a key it accepts (for the provider the settings name)."""
+    server = FakeRealtimeServer(config or FakeServerConfig())
+    await server.start()
+    key = SecretStr("sk-fake-server")
+    if settings.provider == "azure":
+        http_base = server.url.replace("ws://", "http://").removesuffix("/v1")
+        update = {"azure_openai_endpoint": http_base, "azure_openai_api_key": key}
+    else:
+        update = {"url": server.url, "openai_api_key": key}
+    return server, settings.model_copy(update=update)
