@@ -30,6 +30,7 @@ BENCHES = [
     "loop_lag",
     "two_hour",
     "memory",
+    "turn_taking",
     "concurrent_sessions",
     "soak",
     "summary_facts",

@@ -27,7 +27,7 @@ import structlog
 
 from realtime_voicebot.audio_io import AudioIO
 from realtime_voicebot.background import Background, ChangeSignal
-from realtime_voicebot.config import Settings
+from realtime_voicebot.config import Settings, dialect_problems
 from realtime_voicebot.core import CoreConfig, SessionCore
 from realtime_voicebot.core import actions as a
 from realtime_voicebot.errors import FatalConnectionError, UserError
@@ -121,9 +121,11 @@ class VoiceBot:
         self.exit_code = 0
         self.typing = options.text or options.text_lines is not None or stdin_is_terminal()
         self.text_only = options.text
+        self.audio.microphone_open = not self.core.config.manual_turns
         self._stop = asyncio.Event()
         self._input_done = asyncio.Event()
         self.background = Background()
+        self._silenced_at: float | None = None
         self._core_errors = 0
         self._sessions_started = 0
         self._subscribers: list[Callable[[a.Action], None]] = []
@@ -164,6 +166,10 @@ class VoiceBot:
     def stop(self) -> None:
         self._stop.set()
 
+    def push_to_talk(self) -> None:
+        """The push-to-talk key: starts the user's turn, or ends it."""
+        self._feed(self.core.push_to_talk())
+
     async def _start(self) -> None:
         settings = self.settings
         if self.options.fake_server:
@@ -172,10 +178,10 @@ class VoiceBot:
             self.fake_server, settings = await serve_for(settings, self.options.fake_server_config)
             self.settings = settings
             self.view.notice(f"fake Realtime server at {self.fake_server.url}")
-        try:
-            endpoint = build_endpoint(settings)
-        except Exception as exc:  # EndpointError: a message for the user
-            raise UserError(str(exc)) from None
+        problems = dialect_problems(settings)
+        if problems:
+            raise UserError("; ".join(problems))
+        endpoint = build_endpoint(settings)
         self._open_transcript()
         summarizer = self._summarizer or build_summarizer(
             settings, offline=self.options.fake_server
@@ -186,12 +192,12 @@ class VoiceBot:
             registry.add(tool)
         self.tool_runner = ToolRunner(registry, settings.tool_timeout_s)
         specs = registry.specs() or None
-        dialect = settings.dialect
+        dialect, flags = settings.dialect, self.core.config.session_turn_flags
         self.client = RealtimeClient(
             settings,
             endpoint,
             self._on_transport,
-            session_update=lambda: ev.session_update(settings, dialect, tools=specs),
+            session_update=lambda: ev.session_update(settings, dialect, tools=specs, **flags),
         )
         if self.options.resume is not None:
             summary, turns = load_transcript(self.options.resume)
@@ -315,7 +321,15 @@ class VoiceBot:
                 case a.EndAudio(item_id):
                     self.audio.end(item_id)
                 case a.StopPlayback():
-                    self.audio.stop_playback()
+                    self._silence(self.audio.stop_playback)
+                case a.PausePlayback():
+                    self._silence(self.audio.pause_playback)
+                case a.ResumePlayback():
+                    self.audio.resume_playback()
+                case a.OpenMicrophone():
+                    self.audio.microphone_open = True
+                case a.CloseMicrophone():
+                    self.audio.microphone_open = False
                 case a.RunTool(call_id, name, arguments):
                     tool = self._run_tool(call_id, name, arguments)
                     self.background.spawn(tool, f"tool:{name}", key=("tool", call_id))
@@ -351,9 +365,8 @@ class VoiceBot:
             case a.ReplyDone(item_id, text, truncated):
                 view.assistant_done(item_id, text, truncated)
             case a.BargeIn():
-                decided_at = time.monotonic()
-                self.latency.barge_in_flushed(decided_at)
-                self.background.spawn(self.audio.watch_silence(decided_at), "silence-watch")
+                if self._silenced_at is not None:
+                    self.latency.barge_in_flushed(self._silenced_at)
             case a.ResponseFinished(usage=usage, window_tokens=window) if usage is not None:
                 self.metrics.add_usage(usage, self.prices)
                 view.cost(self.metrics.cost_usd)
@@ -368,6 +381,14 @@ class VoiceBot:
                 view.error(text)
 
     # --- performing --------------------------------------------------------------------------
+
+    def _silence(self, how: Callable[[], None]) -> None:
+        """Stop or pause the reply; latency `barge_in_to_silence` from here to its last sample."""
+        audible = self.audio.playback().audible
+        self._silenced_at = time.monotonic()
+        how()
+        if audible:
+            self.background.spawn(self.audio.watch_silence(self._silenced_at), "silence-watch")
 
     def _on_played_out(self, item_id: str) -> None:
         self._feed(self.core.playback_finished(item_id))
@@ -402,9 +423,12 @@ class VoiceBot:
 
     async def _pump_text(self) -> None:
         lines = self.options.text_lines or stdin_lines()
+        push_to_talk = self.core.config.manual_turns and not self.text_only
         while (line := await lines.get()) is not None:
             if line.strip():
                 self._feed(self.core.typed_line(line.strip()))
+            elif push_to_talk:  # Enter on an empty line: the push-to-talk key
+                self.push_to_talk()
         if self.text_only:  # in voice mode the microphone (or file) is the input
             self._input_done.set()
 

@@ -49,6 +49,8 @@ class AudioIO:
         self._on_failure = on_failure
         self._on_played_out = on_played_out
         self._closing: list[AudioInput | AudioOutput] = []
+        self.microphone_open = True
+        """False between push-to-talk turns: microphone blocks are read and dropped."""
 
     async def start(self) -> None:
         """Start both devices; raises AudioUnavailableError when one cannot be had."""
@@ -103,6 +105,14 @@ class AudioIO:
         if self.audio_out is not None:
             self.audio_out.flush()
 
+    def pause_playback(self) -> None:
+        if self.audio_out is not None:
+            self.audio_out.pause()
+
+    def resume_playback(self) -> None:
+        if self.audio_out is not None:
+            self.audio_out.resume()
+
     async def watch_silence(self, decided_at: float) -> None:
         """Latency `barge_in_to_silence`: until the flushed reply's last sample was played."""
         player = self.audio_out
@@ -135,7 +145,8 @@ class AudioIO:
             async for block in source:
                 if self.audio_in is not source:  # the device failed meanwhile
                     return
-                send(block)
+                if self.microphone_open:
+                    send(block)
                 now = time.monotonic()
                 if now >= next_level:
                     next_level = now + LEVEL_INTERVAL_S

@@ -31,6 +31,7 @@ ENV_FILE = ".env"
 Provider = Literal["openai", "azure"]
 Dialect = Literal["ga", "beta"]
 EchoMode = Literal["off", "gate", "aec"]
+FalseInterruption = Literal["resume", "off"]
 LogFormat = Literal["auto", "console", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 SummarizerKind = Literal["auto", "openai", "extractive"]
@@ -137,6 +138,22 @@ class Settings(BaseSettings):
         le=600_000,
         description="GA and server_vad only: after this much silence following a reply, the "
         "server prompts the user (unset: never).",
+    )
+    false_interruption: FalseInterruption = Field(
+        "resume",
+        description="Talking over a reply pauses it: resume it when that was a cough, noise "
+        "or a backchannel (mm-hm, yeah); off: any speech cuts the reply.",
+    )
+    interruption_min_ms: int = Field(
+        250,
+        ge=0,
+        le=5000,
+        description="Speech over a reply shorter than this is noise: the reply resumes.",
+    )
+    push_to_talk: bool = Field(
+        False,
+        description="Talk only while a key is held down (space in the live console): for "
+        "noisy rooms. Sets turn_detection to manual.",
     )
     server_truncation: ServerTruncation = Field(
         "auto",
@@ -362,6 +379,12 @@ class Settings(BaseSettings):
     def _check_backoff(self) -> Settings:
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must not be below backoff_initial_s")
+        return self
+
+    @model_validator(mode="after")
+    def _push_to_talk_is_manual(self) -> Settings:
+        if self.push_to_talk:
+            self.turn_detection = "manual"
         return self
 
     @model_validator(mode="after")

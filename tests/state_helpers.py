@@ -144,6 +144,11 @@ class Server:
             "input_audio_buffer.speech_stopped", item_id=item_id, audio_end_ms=audio_end_ms
         )
 
+    def committed(self, item_id: str, previous_item_id: str | None = None) -> ServerEvent:
+        return self.event(
+            "input_audio_buffer.committed", item_id=item_id, previous_item_id=previous_item_id
+        )
+
     def transcript_delta(self, item_id: str, delta: str) -> ServerEvent:
         return self.event(
             "conversation.item.input_audio_transcription.delta",
@@ -336,6 +341,7 @@ class Conversation:
         self.apply(
             srv.speech_started(item_id, start),
             srv.speech_stopped(item_id, start + speech_ms),
+            srv.committed(item_id, self.last_id),
             srv.item_added(srv.user_audio_item(item_id), previous_item_id=self.last_id),
         )
         self.last_id = item_id

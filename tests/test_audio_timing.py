@@ -123,7 +123,7 @@ async def test_app_records_first_sample_and_silence_metrics_on_a_barge_in(
         # The player pulls in real time: talk over the reply once half a second of it played.
         reply_id = next(i.id for i in session.items if i.role == "assistant")
         await eventually(lambda: player.played_ms(reply_id) >= 500)
-        mic.say(0.6, seed=2)
+        mic.say(0.6, seed=2, pause_s=0.8)  # "stop": a real interruption, once it is heard
         await running.wait_for(lambda: "conversation.item.truncate" in session.received_types())
         await eventually(lambda: bool(metrics.timings.get("barge_in_to_silence")))
         assert await running.stop() == 0

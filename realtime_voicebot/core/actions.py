@@ -55,6 +55,29 @@ class StopPlayback(Action):
     """Go silent now (a short fade) and drop everything buffered."""
 
 
+@dataclass(frozen=True, slots=True)
+class PausePlayback(Action):
+    """Go silent now (a short fade) but keep what is buffered and the played position."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlayback(Action):
+    """Play on from where the pause stopped."""
+
+
+# --- to the microphone ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenMicrophone(Action):
+    """Send microphone audio to the server (push-to-talk: the key is down)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseMicrophone(Action):
+    """Send no microphone audio (push-to-talk: between turns)."""
+
+
 # --- background work, reported back as inputs ---------------------------------------------
 
 
@@ -157,6 +180,14 @@ class BargeIn(Action):
     item_id: str
     played_ms: float
     cause: Literal["speech", "typed"]
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptionIgnored(Action):
+    """Speech over a reply was noise or a backchannel: the reply resumed where it paused."""
+
+    item_id: str | None
+    reason: Literal["short", "backchannel", "empty"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,6 +124,8 @@ class Item:
     """A summary covers it."""
     recorded: bool = False
     """Written to the transcript (or restored from one): never recorded again."""
+    discarded: bool = False
+    """Noise taken for speech (a false interruption): deleted on the server, never recorded."""
     name: str | None = None
     call_id: str | None = None
 
@@ -218,6 +220,7 @@ class Conversation:
         self._speech_start_ms: dict[str, int] = {}
         self._speech_ms: dict[str, float] = {}
         self._unsettled: list[str] = []
+        self._held: set[str] = set()
         self._records: list[JSON] = []
 
     # --- views ---------------------------------------------------------------------------
@@ -256,6 +259,36 @@ class Conversation:
             return False
         item = self.items.get(item_id)
         return not (item is not None and (item.truncated or item.deleted))
+
+    def speech_ms(self, item_id: str) -> float | None:
+        """How long the user spoke in this item, as the server's VAD measured it."""
+        if item_id in self._speech_ms:
+            return self._speech_ms[item_id]
+        item = self.items.get(item_id)
+        return item.audio_ms if item is not None and item.audio_ms > 0 else None
+
+    def is_discarded(self, item_id: str) -> bool:
+        item = self.items.get(item_id)
+        return item is not None and item.discarded
+
+    def hold(self, item_id: str) -> None:
+        """Do not record this user turn yet: it may be noise (`discard`) or real (`release`)."""
+        self._held.add(item_id)
+
+    def release(self, item_id: str) -> None:
+        """A held turn is real: record it as usual (now, if its words are in)."""
+        self._held.discard(item_id)
+        item = self.items.get(item_id)
+        if item is not None and item.transcript is not TranscriptState.PENDING and item.text:
+            self._record_turn(item)
+
+    def discard(self, item_id: str) -> None:
+        """A held turn was noise: it never reaches the transcript, nor counts as a turn."""
+        self._held.discard(item_id)
+        item = self.items.get(item_id) or self._new_item(item_id, role="user")
+        if not item.discarded and item.presence is not Presence.LOCAL:
+            self.user_turns_since_compaction = max(0, self.user_turns_since_compaction - 1)
+        item.discarded = True
 
     def take_records(self) -> list[JSON]:
         """Transcript records of turns finished and summaries adopted since the last call."""
@@ -424,7 +457,7 @@ class Conversation:
             self.summary_item_id = data.id
         elif first_added and item.kind == "message" and item.role == "user" and not item.recorded:
             # A new user turn (a typed line is confirmed once, whichever session holds it).
-            self.user_turns_since_compaction += 1
+            self.user_turns_since_compaction += not item.discarded
             if data.id in self._speech_ms:
                 item.audio_ms = self._speech_ms.pop(data.id)
             self._settle_assistants()
@@ -685,7 +718,9 @@ class Conversation:
         self._unsettled = keep
 
     def _record_turn(self, item: Item) -> None:
-        if item.recorded or item.origin in ("summary", "restored"):
+        if item.recorded or item.discarded or item.id in self._held:
+            return
+        if item.origin in ("summary", "restored"):
             return
         if item.kind != "message" or item.role not in ("user", "assistant"):
             return

@@ -87,7 +87,7 @@ def seed_text(conversation: Conversation, max_chars: int = SEED_MAX_CHARS) -> st
         item = conversation.items[item_id]
         # One line per turn: a turn cannot fake the lines of another speaker.
         words = " ".join(item.spoken_text.split())
-        if not words or item.kind != "message":
+        if not words or item.kind != "message" or item.discarded:
             continue
         line = f"{ROLE_LABELS.get(item.role, item.role)}: {words}"
         if len(line) + 1 > budget:

@@ -91,11 +91,16 @@ FIRST_DELTAS_KEPT = 64
 
 @dataclass(frozen=True)
 class CoreConfig:
-    """What the core needs of the settings (defaults: the settings' defaults)."""
+    """What the core needs of the settings. The defaults are the plain protocol behaviour
+    (the server owns turn-taking); `from_settings` takes the user's choices."""
 
     dialect: Dialect = "ga"
     interrupt_response: bool = True
-    vad_creates_replies: bool = True
+    turn_detection: str = "server_vad"
+    false_interruption: str = "off"
+    interruption_min_ms: float = 250.0
+    vad_prefix_padding_ms: int = 300
+    vad_silence_ms: int = 500
     summary_threshold: int = 20_000
     summary_keep_items: int = 4
     summary_every_turns: int | None = None
@@ -105,11 +110,41 @@ class CoreConfig:
     response_timeout_s: float = 15.0
     rollover_margin_s: float = 120.0
 
+    @property
+    def manual_turns(self) -> bool:
+        """Push-to-talk: no VAD, the client commits each turn."""
+        return self.turn_detection == "manual"
+
+    @property
+    def resume_false_interruptions(self) -> bool:
+        """The client owns turn-taking to tell noise from a real barge-in."""
+        return self.false_interruption == "resume" and not self.manual_turns
+
+    @property
+    def vad_overhead_ms(self) -> float | None:
+        """What the server VAD adds to the speech it reports (its prefix padding and closing
+        silence); None when unknown (semantic VAD waits as long as it judges right)."""
+        if self.turn_detection != "server_vad":
+            return None
+        return float(self.vad_prefix_padding_ms + self.vad_silence_ms)
+
+    @property
+    def session_turn_flags(self) -> dict[str, bool]:
+        """``create_response`` and ``interrupt_response`` for the session's turn detection."""
+        if self.resume_false_interruptions:
+            return {"create_response": False, "interrupt_response": False}
+        return {"create_response": True, "interrupt_response": self.interrupt_response}
+
     @classmethod
     def from_settings(cls, settings: Settings) -> CoreConfig:
         return cls(
             dialect=settings.dialect,
             interrupt_response=settings.interrupt_response,
+            turn_detection=settings.turn_detection,
+            false_interruption=settings.false_interruption,
+            interruption_min_ms=settings.interruption_min_ms,
+            vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
+            vad_silence_ms=settings.vad_silence_ms,
             summary_threshold=settings.summary_threshold,
             summary_keep_items=settings.summary_keep_items,
             summary_every_turns=settings.summary_every_turns,
@@ -135,7 +170,7 @@ class SessionCore:
     """One conversation's decisions, over as many sessions as it takes."""
 
     def __init__(self, config: CoreConfig | None = None, *, playback: PlaybackProbe | None = None):
-        self.config = config or CoreConfig()
+        self.config = config = config or CoreConfig()
         self.playback: PlaybackProbe = playback or (lambda: NOTHING_PLAYING)
         self.conversation = Conversation()
         self.turns = TurnTaking(
@@ -143,7 +178,11 @@ class SessionCore:
             dialect=self.config.dialect,
             interrupt_response=self.config.interrupt_response,
             response_timeout_s=self.config.response_timeout_s,
-            vad_creates_replies=self.config.vad_creates_replies,
+            vad_creates_replies=not (config.resume_false_interruptions or config.manual_turns),
+            resume_false_interruptions=config.resume_false_interruptions,
+            interruption_min_ms=config.interruption_min_ms,
+            vad_overhead_ms=config.vad_overhead_ms,
+            manual_turns=config.manual_turns,
             playback=self._playback,
         )
         self.tool_calls = ToolCalls()
@@ -260,6 +299,10 @@ class SessionCore:
     def typed_line(self, text: str) -> list[Action]:
         return self.turns.typed_line(text) + self._records()
 
+    def push_to_talk(self) -> list[Action]:
+        """The push-to-talk key was pressed (starts the user's turn, or ends it)."""
+        return self.turns.push_to_talk() + self._records()
+
     def interrupt(self, cause: Literal["speech", "typed"] = "speech") -> list[Action]:
         """Stop the reply now, as a barge-in would (e.g. a push-to-talk key)."""
         return self.turns.barge_in(cause) + self._records()
@@ -319,12 +362,16 @@ class SessionCore:
             return [SpeechEnded(), *self._status("thinking")]
         if kind is _S.INPUT_COMMITTED:
             return self._status("thinking")
+        if kind is _S.INPUT_TIMEOUT:
+            return [Notice("you were silent for a while: the assistant checks in")]
         if isinstance(payload, pl.ItemRef) and kind in (
             _S.INPUT_TRANSCRIPT_COMPLETED,
             _S.INPUT_TRANSCRIPT_FAILED,
         ):
-            self.stats.user_turns += 1
             item = conversation.items.get(payload.item_id)
+            if item is not None and item.discarded:
+                return []  # noise over a reply: not a turn
+            self.stats.user_turns += 1
             text = item.text if item is not None else payload.text
             return [UserTurn(text)] if text else []
         if isinstance(payload, pl.ResponseDone) and not payload.out_of_band:

@@ -1,6 +1,19 @@
 """Turn-taking: who talks now, and what happens when the user talks or types over a reply.
 
-`TurnTaking` decides, from server events, typed lines and the player's position:
+`TurnTaking` decides, from server events, typed lines, keys and the player's position:
+
+- **interjections** (``false_interruption: resume``, the client owns turn-taking: the session
+  runs with ``create_response: false`` and ``interrupt_response: false``): speech over a reply
+  *pauses* it, keeping what is buffered and the played position. Speech shorter than
+  `interruption_min_ms`, or whose transcript is empty or only a backchannel ("mm-hm",
+  "yeah"), was not meant to interrupt: the reply resumes from the paused sample, and the noise
+  gets no reply and leaves nothing in the conversation (deleted on the server, kept out of the
+  transcript). Anything else is a real barge-in, decided when its transcript arrives (or after
+  `transcript_wait_s`): the reply is truncated at the paused position and the user answered.
+  The client then asks for every reply itself, when the server commits a user turn;
+- **push-to-talk** (manual turns): a key starts the user's turn (any reply stops, truncated as
+  in a barge-in; the input buffer is cleared; the microphone opens), the same key ends it
+  (the microphone closes; commit; the reply is asked for once the server has the turn);
 
 - **barge-in**, one path for both causes: the user starts talking (``speech_started``) or
   types a line while a reply plays. The reply goes silent within one block, the server is told
@@ -28,10 +41,16 @@ import structlog
 from realtime_voicebot.core.actions import (
     Action,
     BargeIn,
+    CloseMicrophone,
     ErrorReported,
+    InterruptionIgnored,
+    OpenMicrophone,
+    PausePlayback,
     Reconnect,
+    ResumePlayback,
     Send,
     StartTimer,
+    StatusChanged,
     StopPlayback,
     UserTurn,
 )
@@ -42,6 +61,8 @@ from realtime_voicebot.transport.events import (
     ErrorCode,
     ServerEvent,
     ServerEventType,
+    input_audio_clear,
+    input_audio_commit,
     item_delete,
     item_truncate,
     message_create,
@@ -70,6 +91,35 @@ class Playback:
 NOTHING_PLAYING = Playback()
 PlaybackProbe = Callable[[], Playback]
 
+BACKCHANNEL_WORDS = frozenset(
+    {
+        "mm", "mmm", "mhm", "mm-hm", "mm-hmm", "hm", "hmm", "uh-huh", "uh", "huh", "ah", "aha",
+        "oh", "yeah", "yes", "yep", "yup", "ok", "okay", "right", "sure", "cool", "alright",
+        "i", "see", "got", "it", "go", "on",
+    }
+)  # fmt: skip
+"""Words of a backchannel ("mm-hm", "yeah, right", "I see", "go on"): up to three of them and
+nothing else is not a turn of its own."""
+
+
+def is_backchannel(text: str) -> bool:
+    """Whether a transcript is only a backchannel (or empty): no reply is owed for it."""
+    words = [w.strip(".,!?;:'\"…-").lower() for w in text.split()]
+    words = [w for w in words if w]
+    return len(words) <= 3 and all(w in BACKCHANNEL_WORDS for w in words)
+
+
+@dataclass
+class Interjection:
+    """Speech over a reply, not yet known to be noise or a real barge-in."""
+
+    item_id: str | None
+    """The user's item the server's VAD opened for it."""
+    paused: bool
+    generation: int
+    deciding: bool = False
+    """Longer than `interruption_min_ms`: waiting for its transcript."""
+
 
 @dataclass
 class TypedLine:
@@ -91,6 +141,9 @@ class TurnStats:
     typed_lines_resent: int = 0
     replies_requested: int = 0
     replies_retried: int = 0
+    interjections: int = 0
+    false_interruptions: int = 0
+    push_to_talk_turns: int = 0
     watchdog_cancels: int = 0
     watchdog_reconnects: int = 0
 
@@ -106,6 +159,11 @@ class TurnTaking:
         interrupt_response: bool = True,
         response_timeout_s: float = 15.0,
         vad_creates_replies: bool = True,
+        resume_false_interruptions: bool = False,
+        interruption_min_ms: float = 250.0,
+        vad_overhead_ms: float | None = None,
+        transcript_wait_s: float = 1.5,
+        manual_turns: bool = False,
         playback: PlaybackProbe = lambda: NOTHING_PLAYING,
     ) -> None:
         self.conversation = conversation
@@ -114,7 +172,19 @@ class TurnTaking:
         self.response_timeout_s = response_timeout_s
         self.vad_creates_replies = vad_creates_replies
         """The server replies by itself to each turn its VAD commits (``create_response``)."""
+        self.resume_false_interruptions = resume_false_interruptions
+        self.interruption_min_ms = interruption_min_ms
+        self.vad_overhead_ms = vad_overhead_ms
+        """What the VAD adds to the speech it reports (padding + closing silence): speech is
+        measured without it. None: unknown, so only the transcript decides."""
+        self.transcript_wait_s = transcript_wait_s
+        self.manual_turns = manual_turns
+        """Push-to-talk: no VAD; the user's key starts and ends each turn."""
+        self.replies_on_commit = resume_false_interruptions or manual_turns
+        """The client asks for the reply to each committed user turn (the server does not)."""
         self.playback = playback
+        self.talking = False
+        """Push-to-talk: the key is down."""
         self.stats = TurnStats()
         self.user_speaking = False
         self.connected = False
@@ -123,6 +193,11 @@ class TurnTaking:
         """Our ``response.create`` requests not answered by a ``response.created`` yet."""
         self._retry_reply = False
         self._vad_reply_owed = False
+        self._interjection: Interjection | None = None
+        self._interjections = 0
+        self._noise: set[str] = set()
+        """User items found to be noise before the server added them: deleted when it does."""
+        self._reply_after_cancel = False
         self._server_events = 0
         self._watch_generation = 0
         self._watch_mark: int | None = None
@@ -156,6 +231,9 @@ class TurnTaking:
             "typed_lines_resent": self.stats.typed_lines_resent,
             "replies_requested": self.stats.replies_requested,
             "replies_retried": self.stats.replies_retried,
+            "interjections": self.stats.interjections,
+            "false_interruptions": self.stats.false_interruptions,
+            "push_to_talk_turns": self.stats.push_to_talk_turns,
             "watchdog_cancels": self.stats.watchdog_cancels,
             "watchdog_reconnects": self.stats.watchdog_reconnects,
             "typed_lines_pending": len(self._typed),
@@ -169,17 +247,26 @@ class TurnTaking:
         payload = event.payload
         actions: list[Action] = []
         if isinstance(payload, pl.SpeechStarted):
-            self.user_speaking = True
-            if self.interrupt_response:
-                self.conversation.cancel_active()  # the server cancels it
-            if self._something_playing():
-                actions += self.barge_in("speech")
-        elif event.type in (_S.SPEECH_STOPPED, _S.INPUT_COMMITTED, _S.INPUT_CLEARED):
+            actions += self._speech_started(payload)
+        elif isinstance(payload, pl.SpeechStopped):
             self.user_speaking = False
-            if event.type is _S.INPUT_COMMITTED and self.vad_creates_replies:
-                self._vad_reply_owed = True
-        elif isinstance(payload, pl.ItemEvent) and event.type is _S.OUTPUT_ITEM_ADDED:
-            self._answered(payload.response_id)
+            actions += self._speech_stopped(payload)
+        elif isinstance(payload, pl.InputCommitted):
+            self.user_speaking = False
+            actions += self._committed(payload.item_id)
+        elif event.type is _S.INPUT_CLEARED:
+            self.user_speaking = False
+        elif isinstance(payload, pl.ItemEvent):
+            if event.type is _S.OUTPUT_ITEM_ADDED:
+                self._answered(payload.response_id)
+            elif event.type is _S.ITEM_ADDED and payload.item.id in self._noise:
+                self._noise.discard(payload.item.id)
+                actions.append(Send(item_delete(payload.item.id)))
+        elif isinstance(payload, pl.ItemRef) and event.type in (
+            _S.INPUT_TRANSCRIPT_COMPLETED,
+            _S.INPUT_TRANSCRIPT_FAILED,
+        ):
+            actions += self._transcript(payload, event.type is _S.INPUT_TRANSCRIPT_FAILED)
         elif isinstance(payload, pl.ResponseCreated) and not payload.out_of_band:
             self._vad_reply_owed = False
             if self._creates:
@@ -191,11 +278,132 @@ class TurnTaking:
         elif isinstance(payload, pl.ResponseDone) and not payload.out_of_band:
             self._vad_reply_owed = False
             self._answered(payload.response_id)
+            if self._reply_after_cancel and self.conversation.active_response_id is None:
+                self._reply_after_cancel = False  # the cancelled reply ended: answer the user
+                actions += self.request_reply()
         elif isinstance(payload, pl.ServerError) and payload.event_id in self._creates:
             del self._creates[payload.event_id]
             if payload.code == ErrorCode.ACTIVE_RESPONSE:
                 self._retry_reply = True  # asked while another ran: ask again once it ends
         return actions + self.release() + self._watch()
+
+    # --- speech over a reply -------------------------------------------------------------
+
+    def _speech_started(self, speech: pl.SpeechStarted) -> list[Action]:
+        self.user_speaking = True
+        actions: list[Action] = []
+        if self._interjection is not None:  # speaking on: the last one was meant
+            actions += self._interjection_meant(reply=False)
+        if not self.resume_false_interruptions:
+            if self.interrupt_response:
+                self.conversation.cancel_active()  # the server cancels it
+            if self._something_playing():
+                actions += self.barge_in("speech")
+            return actions
+        position = self.playback()
+        playing = position.item_id is not None or position.audible
+        if not playing and not self.reply_owed:
+            return actions  # a new turn, nothing to interrupt
+        self._interjections += 1
+        self.stats.interjections += 1
+        pause = position.has_output and playing
+        self._interjection = Interjection(speech.item_id, pause, self._interjections)
+        log.info("interjection", item_id=speech.item_id, paused_ms=round(position.played_ms))
+        if speech.item_id is not None:
+            self.conversation.hold(speech.item_id)
+        return [*actions, PausePlayback()] if pause else actions
+
+    def _speech_stopped(self, speech: pl.SpeechStopped) -> list[Action]:
+        pending = self._interjection
+        if pending is None or pending.deciding or speech.item_id != pending.item_id:
+            return []
+        reported = self.conversation.speech_ms(speech.item_id) if speech.item_id else None
+        if reported is not None and self.vad_overhead_ms is not None:
+            spoken = max(0.0, reported - self.vad_overhead_ms)
+            if spoken < self.interruption_min_ms:
+                return self._interjection_ignored("short")
+        pending.deciding = True
+        return [StartTimer(("interjection", pending.generation), self.transcript_wait_s)]
+
+    def _transcript(self, ref: pl.ItemRef, failed: bool) -> list[Action]:
+        pending = self._interjection
+        if pending is None or ref.item_id != pending.item_id:
+            return []
+        if failed or not ref.text.strip():
+            return self._interjection_ignored("empty")
+        if is_backchannel(ref.text):
+            return self._interjection_ignored("backchannel")
+        return self._interjection_meant(reply=True)
+
+    def _committed(self, item_id: str | None) -> list[Action]:
+        if not self.replies_on_commit:
+            if self.vad_creates_replies:
+                self._vad_reply_owed = True
+            return []
+        pending = self._interjection
+        if item_id in self._noise or (item_id and self.conversation.is_discarded(item_id)):
+            return []  # noise: no reply of its own
+        if pending is not None and pending.item_id == item_id:
+            return []  # decided when its transcript comes
+        if self.reply_owed:
+            self._reply_after_cancel = True  # answered once the running reply ends
+            return []
+        return self.request_reply()
+
+    def _interjection_ignored(
+        self, reason: Literal["short", "backchannel", "empty"]
+    ) -> list[Action]:
+        """Noise or a backchannel: the reply plays on, the noise leaves no trace."""
+        pending, self._interjection = self._interjection, None
+        assert pending is not None
+        self.stats.false_interruptions += 1
+        log.info("interjection_ignored", item_id=pending.item_id, reason=reason)
+        actions: list[Action] = [ResumePlayback()] if pending.paused else []
+        if pending.item_id is not None:
+            self.conversation.discard(pending.item_id)
+            if self.conversation.on_server(pending.item_id):
+                actions.append(Send(item_delete(pending.item_id)))
+            else:
+                self._noise.add(pending.item_id)
+        return [*actions, InterruptionIgnored(pending.item_id, reason)]
+
+    def _interjection_meant(self, *, reply: bool) -> list[Action]:
+        """A real barge-in: truncate at the paused position, cancel, answer the user."""
+        pending, self._interjection = self._interjection, None
+        assert pending is not None
+        if pending.item_id is not None:
+            self.conversation.release(pending.item_id)
+        was_running = self.conversation.active_response_id is not None
+        actions = self.barge_in("speech")
+        if reply:
+            if was_running:
+                self._reply_after_cancel = True  # once the cancelled reply has ended
+            elif pending.item_id is not None and self.conversation.on_server(pending.item_id):
+                actions += self.request_reply()
+        return actions
+
+    # --- push-to-talk --------------------------------------------------------------------
+
+    def push_to_talk(self) -> list[Action]:
+        """The push-to-talk key: the first press starts the user's turn, the next ends it."""
+        if not self.manual_turns:
+            return []
+        if not self.talking:
+            self.talking = True
+            self.user_speaking = True
+            actions = self.barge_in("typed")  # nobody else stops the reply in manual mode
+            return [
+                *actions,
+                Send(input_audio_clear()),
+                OpenMicrophone(),
+                StatusChanged("user speaking"),
+            ]
+        self.talking = False
+        self.user_speaking = False
+        self.stats.push_to_talk_turns += 1
+        # The reply is asked for once the server has committed the turn (`_committed`): an
+        # empty buffer is refused with an error and gets no reply.
+        return [CloseMicrophone(), Send(input_audio_commit()), StatusChanged("thinking")]
 
     def typed_line(self, text: str) -> list[Action]:
         """The user typed a line: interrupt whatever plays or runs, then send it."""
@@ -216,7 +424,9 @@ class TurnTaking:
         if position.has_output and (position.item_id is not None or position.audible):
             actions.append(StopPlayback())
         heard = self._truncate_heard(item_id, position) if position.has_output else []
-        server_cancels = cause == "speech" and self.interrupt_response
+        server_cancels = (
+            cause == "speech" and self.interrupt_response and not self.resume_false_interruptions
+        )
         if conversation.active_response_id is not None and not server_cancels:
             conversation.cancel_active()
             heard.append(response_cancel())
@@ -264,7 +474,10 @@ class TurnTaking:
     def session_started(self) -> None:
         """A new, blank session: typed lines go again (after the seed), nothing is owed."""
         self.connected = True
-        self.user_speaking = False
+        self.user_speaking = self.talking
+        self._interjection = None
+        self._noise.clear()
+        self._reply_after_cancel = False
         self._creates.clear()
         self._retry_reply = False
         self._vad_reply_owed = False
@@ -277,6 +490,9 @@ class TurnTaking:
         self._watch_mark = None
 
     def timer_fired(self, key: Hashable) -> list[Action]:
+        pending = self._interjection
+        if pending is not None and key == ("interjection", pending.generation):
+            return self._interjection_meant(reply=True)  # no transcript in time: meant
         if key != ("watchdog", self._watch_generation) or self._watch_mark is None:
             return []
         if not self.reply_owed:

@@ -491,6 +491,8 @@ class RealtimeClient:
 
     async def _end_when_asked(self, ws: ClientConnection) -> None:
         await self._end_session.wait()
+        if self._closing:
+            return  # close() closes the socket itself
         if self._rolling_over:
             log.info("session_rollover", session=self.session.id if self.session else None)
             await ws.close(1000, "session rollover")

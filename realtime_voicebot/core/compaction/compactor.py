@@ -79,7 +79,7 @@ def summary_inputs(conversation: Conversation, item_ids: Sequence[str]) -> list[
     inputs: list[SummaryInput] = []
     for item_id in item_ids:
         item = conversation.items.get(item_id)
-        if item is None or item.is_summary:
+        if item is None or item.is_summary or item.discarded:
             continue
         text = item.spoken_text.strip()
         if not text and item.role == "user" and item.kind == "message":
