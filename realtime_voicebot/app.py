@@ -31,7 +31,7 @@ from realtime_voicebot.config import Settings, dialect_problems
 from realtime_voicebot.core import CoreConfig, SessionCore
 from realtime_voicebot.core import actions as a
 from realtime_voicebot.errors import FatalConnectionError, UserError
-from realtime_voicebot.inputs import stdin_is_terminal, stdin_lines
+from realtime_voicebot.inputs import TYPED_LINES_LIMIT, Keyboard, stdin_is_terminal, stdin_lines
 from realtime_voicebot.metrics import LatencyTracker, Metrics, Prices
 from realtime_voicebot.summarization import build_summarizer
 from realtime_voicebot.summarization.runner import SummaryRunner
@@ -80,6 +80,9 @@ class RunOptions:
     """Speed of a WAV input file against real time (1.0 = as spoken)."""
     output_pace: float = 1.0
     extra_tools: list[Tool] = field(default_factory=list)
+    keyboard: bool = False
+    """Read raw keys from the terminal into the live console's input line (instead of
+    lines from stdin): nothing typed tears the display; space is the push-to-talk key."""
 
 
 class VoiceBot:
@@ -123,6 +126,7 @@ class VoiceBot:
         self.text_only = options.text
         self.audio.microphone_open = not self.core.config.manual_turns
         self._stop = asyncio.Event()
+        self._keys: asyncio.Queue[str | None] | None = None
         self._input_done = asyncio.Event()
         self.background = Background()
         self._silenced_at: float | None = None
@@ -151,6 +155,7 @@ class VoiceBot:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, self.stop)
+        keyboard = self._open_keyboard() if self.options.keyboard else None
         try:
             await self._start()
             await self._serve()
@@ -158,6 +163,8 @@ class VoiceBot:
             self.view.error(str(exc))
             self.exit_code = 2
         finally:
+            if keyboard is not None:
+                keyboard.close()
             await self._shutdown()
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
@@ -165,6 +172,15 @@ class VoiceBot:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _open_keyboard(self) -> Keyboard:
+        """The live console's input line, from the very start (keys typed early are not
+        echoed by the terminal under the display either)."""
+        self._keys = asyncio.Queue(TYPED_LINES_LIMIT)
+        talk = self.push_to_talk if self.core.config.manual_turns else None
+        keyboard = Keyboard(self._keys.put_nowait, self.view.input_line, talk)
+        keyboard.open()
+        return keyboard
 
     def push_to_talk(self) -> None:
         """The push-to-talk key: starts the user's turn, or ends it."""
@@ -422,12 +438,12 @@ class VoiceBot:
         self._input_done.set()
 
     async def _pump_text(self) -> None:
-        lines = self.options.text_lines or stdin_lines()
         push_to_talk = self.core.config.manual_turns and not self.text_only
+        lines = self.options.text_lines or self._keys or stdin_lines()
         while (line := await lines.get()) is not None:
             if line.strip():
                 self._feed(self.core.typed_line(line.strip()))
-            elif push_to_talk:  # Enter on an empty line: the push-to-talk key
+            elif push_to_talk and self._keys is None:  # Enter on an empty line: the talk key
                 self.push_to_talk()
         if self.text_only:  # in voice mode the microphone (or file) is the input
             self._input_done.set()

@@ -270,7 +270,12 @@ def run(
     from realtime_voicebot.tools.mcp_config import McpConfigError
     from realtime_voicebot.tools.user import ToolLoadError
 
-    bot = VoiceBot(settings, options, select_view(settings.log_format))
+    view = select_view(settings.log_format, push_to_talk=settings.push_to_talk)
+    # The live console reads keys itself, so that nothing typed tears its display.
+    from realtime_voicebot.ui import LiveView
+
+    options.keyboard = isinstance(view, LiveView) and sys.stdin.isatty()
+    bot = VoiceBot(settings, options, view)
     try:
         code = asyncio.run(bot.run())
     except (ToolLoadError, McpConfigError) as exc:  # a tools module or MCP entry to fix
@@ -287,7 +292,9 @@ def run_log_level(level: str, overrides: dict[str, Any]) -> str:
     return level if value_sources(overrides)["log_level"] != "default" else "WARNING"
 
 
-def select_view(log_format: str, stdout: TextIO | None = None) -> ConversationView:
+def select_view(
+    log_format: str, stdout: TextIO | None = None, *, push_to_talk: bool = False
+) -> ConversationView:
     """The conversation view for `run`: JSON lines with `--log-format json`, the live console
     on a terminal, plain lines otherwise (pipes, files, CI)."""
     from realtime_voicebot.ui import JsonLinesView, LiveView, PlainView
@@ -298,7 +305,7 @@ def select_view(log_format: str, stdout: TextIO | None = None) -> ConversationVi
     if out.isatty():
         from rich.console import Console
 
-        return LiveView(Console(file=out))
+        return LiveView(Console(file=out), push_to_talk=push_to_talk)
     return PlainView(out)
 
 

@@ -135,6 +135,7 @@ class RecordingView(ConversationView):
     costs: list[float] = field(default_factory=list)
     compactions: list[tuple[int, int]] = field(default_factory=list)
     summaries: list[dict[str, Any]] = field(default_factory=list)
+    typing: list[str] = field(default_factory=list)
     closed: bool = False
 
     def user_said(self, text: str) -> None:
@@ -172,6 +173,9 @@ class RecordingView(ConversationView):
 
     def summary(self, data: dict[str, Any]) -> None:
         self.summaries.append(data)
+
+    def input_line(self, text: str) -> None:
+        self.typing.append(text)
 
     def close(self) -> None:
         self.closed = True

@@ -55,6 +55,9 @@ class ConversationView(Protocol):
     def summary(self, data: dict[str, Any]) -> None:
         """The session summary, at exit (before `close`)."""
 
+    def input_line(self, text: str) -> None:
+        """The line being typed in the console's own input line (raw keys only)."""
+
     def close(self) -> None: ...
 
 
@@ -159,6 +162,9 @@ class PlainView:
             self.err.write(f"{line}\n")
         self.err.flush()
 
+    def input_line(self, text: str) -> None:
+        return
+
     def close(self) -> None:
         self._end_stream()
         self.out.flush()
@@ -222,6 +228,9 @@ class JsonLinesView:
     def summary(self, data: dict[str, Any]) -> None:
         self._emit("summary", **data)
 
+    def input_line(self, text: str) -> None:
+        return
+
     def close(self) -> None:
         self.out.flush()
 
@@ -272,6 +281,7 @@ class LiveView:
         max_chars: int = 600,
         refresh_per_second: float = 8.0,
         typing_hint: bool = True,
+        push_to_talk: bool = False,
     ) -> None:
         from rich.console import Console
         from rich.live import Live
@@ -279,6 +289,8 @@ class LiveView:
         self.console = console or Console()
         self.max_chars = max_chars
         self.typing_hint = typing_hint
+        self.push_to_talk = push_to_talk
+        self._typed = ""
         self._lock = threading.Lock()
         self._lines: deque[_Line] = deque(maxlen=max_turns)
         self._by_item: dict[str, _Line] = {}
@@ -373,6 +385,9 @@ class LiveView:
 
     def summary(self, data: dict[str, Any]) -> None:
         self._summary = data
+
+    def input_line(self, text: str) -> None:
+        self._typed = text
 
     def close(self) -> None:
         """Stop drawing (the last frame stays on screen), then print the session summary."""
@@ -473,8 +488,14 @@ class LiveView:
         if not third:
             third.append("latency (after the first turn)", style="dim")
         rows = [first, second, third]
-        if self.typing_hint:
-            rows.append(Text("type a line + Enter to send text · Ctrl-C quits", style="dim"))
+        typed = self._typed
+        if typed:
+            rows.append(Text.assemble(("› ", "bold"), typed[-200:], ("▌", "dim")))
+        elif self.typing_hint:
+            hint = "type a line + Enter to send text · Ctrl-C quits"
+            if self.push_to_talk:
+                hint = "space: talk / stop talking · " + hint
+            rows.append(Text(hint, style="dim"))
         grid = Table.grid(padding=(0, 1))
         grid.add_column()
         for row in rows:

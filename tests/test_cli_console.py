@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import pty
@@ -288,3 +289,73 @@ def test_on_a_terminal_the_live_console_draws_and_typed_lines_are_turns(tmp_path
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert summary["turns"] == 2 and summary["user_turns"] == 2
     assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+
+
+def test_the_console_reads_its_own_input_line_and_never_tears(tmp_path: Path) -> None:
+    """Keys go into the console's input line (drawn, not echoed by the terminal): after typed
+    lines the screen, as a terminal emulator renders it, holds one console, not stacked
+    copies of its top border."""
+    import pyte
+
+    args = ["run", "--fake-server", "--text", "--transcript", str(tmp_path / "t.jsonl")]
+    master, slave = pty.openpty()
+    with (tmp_path / "stderr.txt").open("wb") as err:
+        proc = subprocess.Popen(
+            [*VOICEBOT, *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=err,
+            env=clean_env(COLUMNS="100", LINES="30"),
+            start_new_session=True,
+        )
+    os.close(slave)
+    terminal = Terminal(master)
+    screen = pyte.Screen(100, 30)
+    stream = pyte.ByteStream(screen)
+    try:
+        terminal.wait_for("fake Realtime server")
+        os.write(master, b"hello th")
+        terminal.wait_for("hello th")
+        os.write(master, b"x\x7fere\r")  # a typo, Backspace, the rest, Enter
+        terminal.wait_for("bot: You said: hello there")
+        os.write(master, b"how are you\r")
+        terminal.wait_for("bot: You said: how are you")
+        stream.feed(terminal.raw)
+        shown = "\n".join(screen.display)
+        assert shown.count("╭─ voicebot") == 1, shown
+        assert "you: hello there" in shown and "you: how are you" in shown
+        assert "hello thx" not in shown  # what the terminal would have echoed raw
+        proc.send_signal(signal.SIGINT)
+        terminal.wait_for("session summary")
+        assert proc.wait(10) == 0, (tmp_path / "stderr.txt").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+def test_without_raw_keys_the_terminal_echo_stacks_the_border() -> None:
+    """The other side: what the console looked like when the terminal echoed typed lines
+    (a line echoed under a live display pushes a copy of its top border up)."""
+    import pyte
+    from rich.console import Console
+
+    from realtime_voicebot.ui import LiveView
+
+    screen = pyte.Screen(60, 20)
+    screen.set_mode(pyte.modes.LNM)  # a terminal's output newline: carriage return + line feed
+    stream = pyte.ByteStream(screen)
+    out = io.StringIO()
+    view = LiveView(Console(file=out, force_terminal=True, width=60, height=20))
+    view.notice("ready")
+    view._live.refresh()  # type: ignore[union-attr]
+    stream.feed(out.getvalue().encode())
+    out.truncate(0)
+    out.seek(0)
+    stream.feed(b"hello there\r\n")  # the terminal's own echo of a typed line
+    view.user_said("hello there")
+    view._live.refresh()  # type: ignore[union-attr]
+    stream.feed(out.getvalue().encode())
+    view.close()
+    assert "\n".join(screen.display).count("╭─ voicebot") == 2

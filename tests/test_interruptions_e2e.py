@@ -122,3 +122,48 @@ async def test_a_real_interruption_truncates_at_the_paused_position(tmp_path: Pa
     assert running.view.assistant[0][2] is True  # shown as interrupted
     assert running.view.assistant[1][1] == "The fox was called Ada."
     assert running.bot.core.turns.stats.false_interruptions == 0
+
+
+async def test_push_to_talk_end_to_end(tmp_path: Path) -> None:
+    scenario = Scenario(
+        user_transcripts=["tell me a story", "stop, what time is it?"],
+        replies=[STORY, "It is noon."],
+    )
+    async with FakeRealtimeServer(fake_config(speed=1.0, scenario=scenario)) as server:
+        settings = settings_for(server, tmp_path, push_to_talk=True)
+        mic = PushInput()
+        player = WavFilePlayer(tmp_path / "out.wav", pace=1.0)
+        running = start_bot(server, settings, RunOptions(), audio_in=mic, audio_out=player)
+        session = await running.session(1)
+        await running.wait_for(lambda: bool(session.received))
+        assert session.received[0]["session"]["audio"]["input"]["turn_detection"] is None
+        mic.say(0.5, seed=1)  # talking without the key: never sent
+        await running.until(lambda: mic._queue.empty())
+        running.bot.push_to_talk()  # key down
+        mic.say(0.8, seed=2)
+        await running.until(lambda: mic._queue.empty())
+        await running.wait_for(lambda: len(received(session, "input_audio_buffer.append")) >= 30)
+        running.bot.push_to_talk()  # key up: commit, then the reply
+        await running.until(lambda: player.playing_item_id is not None)
+        story_id = player.playing_item_id
+        assert story_id is not None
+        await running.until(lambda: player.played_ms(story_id) >= 600)
+        running.bot.push_to_talk()  # talking over the story: it stops, truncated
+        mic.say(0.8, seed=3)
+        await running.until(lambda: mic._queue.empty())
+        running.bot.push_to_talk()
+        await running.until(lambda: len(running.view.assistant) == 2, 15)
+        assert await running.stop() == 0
+
+    kinds = [e["type"] for e in session.received if e["type"] != "session.update"]
+    first_clear = kinds.index("input_audio_buffer.clear")
+    assert "input_audio_buffer.append" not in kinds[:first_clear]  # nothing before the key
+    appends = len(received(session, "input_audio_buffer.append"))
+    assert appends <= (0.8 + 0.8) * 50 + 2  # only what was said with the key down
+    assert kinds.count("input_audio_buffer.commit") == 2
+    assert kinds.count("response.create") == 2
+    [truncate] = received(session, "conversation.item.truncate")
+    assert truncate["item_id"] == story_id
+    assert [text for _, text, _ in running.view.assistant][1] == "It is noon."
+    assert running.view.assistant[0][2] is True  # the story was cut
+    assert not any(t.startswith("input_audio_buffer.speech") for t in session.sent_types())
