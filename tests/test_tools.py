@@ -480,6 +480,22 @@ async def test_invalid_arguments_are_answered(make: Make, arguments: str, error:
     assert seen == []
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        '{"city": ' + "[" * 100_000 + "]" * 100_000 + "}",  # deeper than json can parse
+        '{"city": "Oslo", "extra": ' + '{"a": ' * 5_000 + "1" + "}" * 5_000 + "}",
+    ],
+    ids=["unparsable-depth", "deep-but-parsable"],
+)
+async def test_arguments_nested_absurdly_deep_are_answered_with_an_error(
+    make: Make, arguments: str
+) -> None:
+    registry, seen = weather_registry()
+    out = await answer_of(make, registry, "weather", arguments)
+    assert "error" in out and seen == []
+
+
 async def test_timeout_is_answered(make: Make) -> None:
     registry = ToolRegistry()
     never = asyncio.Event()

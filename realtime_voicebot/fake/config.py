@@ -34,6 +34,9 @@ class Faults:
     drop_on_client_event: str | None = None
     """Drop the connection when a client event of this type arrives, before handling it
     (e.g. ``conversation.item.delete``: a connection lost in the middle of a compaction)."""
+    mute_after_events: int | None = None
+    """After this event the session sends nothing more (pings are still answered): a server
+    that went silent. Lifted by setting `FakeSession.muted` back to False."""
     reject_deletes: int = 0
     """Reject the next N ``conversation.item.delete`` of an item the server holds with an
     ``error`` (``server_error``) carrying the request's ``event_id``; the item stays. Counts

@@ -56,7 +56,7 @@ class _WebSocketTransport:
     def __init__(self, connection: ServerConnection) -> None:
         self._connection = connection
 
-    async def send(self, frame: str) -> None:
+    async def send(self, frame: str | bytes) -> None:
         try:
             await self._connection.send(frame)
         except ConnectionClosed as exc:

@@ -125,7 +125,7 @@ def out_of_band_reply(request: JSON, items: list[Item]) -> str:
 class Transport(Protocol):
     """How a session's frames leave: implemented by the WebSocket shell."""
 
-    async def send(self, frame: str) -> None:
+    async def send(self, frame: str | bytes) -> None:
         """Send one text frame; raise `SessionEnded` when the connection is gone."""
 
     async def close(self, code: int, reason: str) -> None:
@@ -199,6 +199,9 @@ class FakeSession:
         self.truncated_ids: list[str] = []
         """Items the session's ``truncation`` dropped, oldest first."""
         self.events_counted = 0
+        self.muted = False
+        """Sends nothing (a server gone silent; see `Faults.mute_after_events`)."""
+        self.muted_events = 0
         """Server events sent, injected ones excluded: what ``Faults.*_after_events`` count."""
         self.responses: list[ResponseRun] = []
         """Every response of the session, out-of-band ones included, in creation order."""
@@ -410,6 +413,9 @@ class FakeSession:
     async def _send(self, event: JSON, *, check_faults: bool = True) -> None:
         if self._ended:
             raise SessionEnded
+        if self.muted:
+            self.muted_events += 1
+            return
         frame = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
         async with self._send_lock:
             if self._ended:
@@ -452,6 +458,9 @@ class FakeSession:
         if faults.unknown_event_after_events == count:
             self._consume("unknown_event_after_events")
             await self.send_unknown_event(faults.unknown_event_type)
+        if faults.mute_after_events == count:
+            self._consume("mute_after_events")
+            self.muted = True
         if faults.drop_after_events == count:
             self._consume("drop_after_events")
             self.drop()
@@ -480,6 +489,15 @@ class FakeSession:
                 raise SessionEnded
             await self.transport.send('{"type": "response.output_audio.delta", "delta": ')
         self.faults_fired.append("malformed_frame")
+        await self.notify()
+
+    async def send_raw(self, frame: str | bytes) -> None:
+        """Any frame as is (a hostile or broken server); recorded in `faults_fired`."""
+        async with self._send_lock:
+            if self._ended:
+                raise SessionEnded
+            await self.transport.send(frame)
+        self.faults_fired.append("raw_frame")
         await self.notify()
 
     async def send_unknown_event(self, event_type: str = "response.fake_unknown_event") -> None:

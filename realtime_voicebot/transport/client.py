@@ -430,7 +430,7 @@ class RealtimeClient:
                 if isinstance(error, pl.ServerError):
                     if error.code in FATAL_ERROR_CODES:
                         raise FatalConnectionError(_fatal_message(error))
-                    if request_id is not None and error.event_id in (request_id, None):
+                    if request_id is not None and _rejects(error, request_id):
                         raise SessionConfigError(
                             f"The server rejected the session settings ({error.param or 'session'}"
                             f"): {error.message or 'invalid value'}. Fix that setting and run "
@@ -506,6 +506,15 @@ class RealtimeClient:
         self.state = state
         log.info("connection_state", state=state.value, detail=detail)
         self._on_event(ConnectionChanged(state, detail))
+
+
+def _rejects(error: pl.ServerError, request_id: str) -> bool:
+    """Whether an error during the handshake refuses our ``session.update``: it names it, or
+    it names nothing and is about the request (a ``server_error`` is the server's own
+    trouble: handed on, and the handshake goes on or times out and is retried)."""
+    if error.event_id is not None:
+        return error.event_id == request_id
+    return error.type == "invalid_request_error"
 
 
 def _fatal_message(error: pl.ServerError) -> str:
