@@ -300,14 +300,14 @@ class VoiceBot:
             await self.transcript.aclose()
         if self.fake_server is not None:
             await self.fake_server.stop()
-        if self.telemetry is not None:
-            await self.telemetry.aclose()
         summary = self.summary()
         if self.settings.metrics_file is not None:
             await self._write_metrics_file(self.settings.metrics_file, summary)
         if self._sessions_started:
             self.view.summary(summary)
         self.view.close()
+        if self.telemetry is not None:  # last: an unreachable collector may take seconds
+            await self.telemetry.aclose()
 
     # --- feeding the core ------------------------------------------------------------------
 

@@ -427,7 +427,11 @@ class Telemetry:
             async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
                 await done
         except TimeoutError:
-            log.warning("telemetry_export_unfinished", waited_s=SHUTDOWN_TIMEOUT_S)
+            log.warning(
+                "telemetry_export_unfinished",
+                waited_s=SHUTDOWN_TIMEOUT_S,
+                hint="is the collector at OTEL_EXPORTER_OTLP_ENDPOINT reachable?",
+            )
 
     def end_open_spans(self, reason: str) -> None:
         """End every span still open (at exit), marked with ``reason``."""
