@@ -49,16 +49,21 @@ from realtime_voicebot.transport.endpoint import build_endpoint
 from realtime_voicebot.ui import ConversationView
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
     from realtime_voicebot.audio.input import AudioInput
     from realtime_voicebot.audio.output import AudioOutput
     from realtime_voicebot.fake.config import FakeServerConfig
     from realtime_voicebot.fake.server import FakeRealtimeServer
     from realtime_voicebot.summarization.base import Summarizer
+    from realtime_voicebot.telemetry import Telemetry
 
 __all__ = ["RunOptions", "UserError", "VoiceBot"]
 
 log = structlog.get_logger(component="app")
 QUIET_AFTER_INPUT_S = 1.5
+OTEL_MISSING = "telemetry otlp needs OpenTelemetry: pip install 'realtime_voicebot[otel]'"
 
 
 @dataclass
@@ -97,7 +102,11 @@ class VoiceBot:
         audio_in: AudioInput | None = None,
         audio_out: AudioOutput | None = None,
         summarizer: Summarizer | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
+        """``tracer_provider`` / ``meter_provider``: the OpenTelemetry providers to use when
+        telemetry is on (default: built from the ``OTEL_*`` environment)."""
         self.settings = settings
         self.options = options
         self.view = view
@@ -133,6 +142,8 @@ class VoiceBot:
         self._core_errors = 0
         self._sessions_started = 0
         self._subscribers: list[Callable[[a.Action], None]] = []
+        self._otel_providers = (tracer_provider, meter_provider)
+        self.telemetry: Telemetry | None = None
 
     @property
     def audio_in(self) -> AudioInput | None:
@@ -199,6 +210,7 @@ class VoiceBot:
             raise UserError("; ".join(problems))
         endpoint = build_endpoint(settings)
         self._open_transcript()
+        self._open_optional_shells()
         summarizer = self._summarizer or build_summarizer(
             settings, offline=self.options.fake_server
         )
@@ -244,6 +256,26 @@ class VoiceBot:
             await audio.close()
             self.text_only = self.typing = True
             self.view.notice(f"{exc} -- falling back to text mode: type a line and press Enter")
+
+    def _open_optional_shells(self) -> None:
+        """The shells that only a setting brings in, fed by `subscribe` (and the latency
+        samples): `telemetry: otlp`. Off, nothing of them is imported."""
+        if self.settings.telemetry != "off":
+            try:
+                from realtime_voicebot.telemetry import Telemetry
+            except ImportError as exc:  # the [otel] extra is not installed
+                if not (exc.name or "").startswith("opentelemetry"):
+                    raise
+                raise UserError(OTEL_MISSING) from None
+            tracer_provider, meter_provider = self._otel_providers
+            self.telemetry = Telemetry.start(
+                self.settings,
+                self.prices,
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+            )
+            self.subscribe(self.telemetry.on_action)
+            self.latency.add_listener(self.telemetry.on_latency)
 
     def _open_transcript(self) -> None:
         from realtime_voicebot.redact import redact
@@ -296,6 +328,8 @@ class VoiceBot:
         if self._sessions_started:
             self.view.summary(summary)
         self.view.close()
+        if self.telemetry is not None:  # last: an unreachable collector may take seconds
+            await self.telemetry.aclose()
 
     # --- feeding the core ------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ SummarizerKind = Literal["auto", "openai", "extractive"]
 TurnDetectionMode = Literal["server_vad", "semantic_vad", "manual"]
 VadEagerness = Literal["low", "medium", "high", "auto"]
 NoiseReductionMode = Literal["off", "near_field", "far_field"]
+TelemetryMode = Literal["off", "otlp"]
 ServerTruncation = str
 """``auto``, ``disabled`` or ``retention_ratio:<0..1>`` (checked by `parse_server_truncation`)."""
 TOOL_NAMES = ("current_time", "http_get")
@@ -241,6 +242,16 @@ class Settings(BaseSettings):
         False, description="Redact e-mails, phone and card numbers, keys in the transcript."
     )
     metrics_file: Path | None = Field(None, description="Write the session summary here as JSON.")
+    telemetry: TelemetryMode = Field(
+        "off",
+        description="OpenTelemetry spans and metrics of each turn: off, or otlp (needs the "
+        "[otel] extra; the exporter is configured by the standard OTEL_* variables).",
+    )
+    telemetry_content: bool = Field(
+        False,
+        description="Put what was said (transcripts, replies, typed lines, tool arguments, "
+        "redacted) into the spans; by default only ids, counts and timings.",
+    )
 
     # --- cost: USD per million tokens (gpt-realtime list prices) ---------------------------
     price_text_input: float = Field(4.00, ge=0, description="USD per 1M text input tokens.")

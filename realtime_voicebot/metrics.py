@@ -24,10 +24,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from realtime_voicebot.transport.payloads import Usage, parse_usage
 
 if TYPE_CHECKING:
     from realtime_voicebot.config import Settings
+
+log = structlog.get_logger(component="metrics")
 
 MAX_SAMPLES = 10_000
 PER_MILLION = 1_000_000
@@ -247,11 +251,24 @@ class Metrics:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class LatencySample:
+    """One latency sample, for listeners that need more than its value (the tracer)."""
+
+    name: str
+    seconds: float
+    at: float
+    """`time.monotonic` when the measured interval ended (``at - seconds``: when it began)."""
+    item_id: str | None = None
+    """The reply it is about, when the tracker knows it."""
+
+
 class LatencyTracker:
     """Stamps the latencies above from what happened, with `time.monotonic`.
 
-    ``on_sample(name, seconds)`` is called with each new sample (the live console shows it).
-    Per-item state is bounded: items flushed before they ever played are forgotten.
+    ``on_sample(name, seconds)`` is called with each new sample (the live console shows it);
+    listeners added with `add_listener` get each as a `LatencySample`. Per-item state is
+    bounded: items flushed before they ever played are forgotten.
     """
 
     ITEMS_KEPT = 64
@@ -259,12 +276,29 @@ class LatencyTracker:
     def __init__(self, metrics: Metrics, on_sample: Callable[[str, float], None]) -> None:
         self.metrics = metrics
         self.on_sample = on_sample
+        self.listener_errors = 0
+        self._listeners: list[Callable[[LatencySample], None]] = []
         self._speech_ended_at: float | None = None
         self._first_delta_at: dict[str, float] = {}
 
-    def _sample(self, name: str, seconds: float) -> None:
-        self.metrics.observe(name, max(0.0, seconds))
-        self.on_sample(name, max(0.0, seconds))
+    def add_listener(self, listener: Callable[[LatencySample], None]) -> None:
+        """Also call ``listener`` with every sample. It must return at once; if it raises, the
+        error is logged and counted and the sample still counts."""
+        self._listeners.append(listener)
+
+    def _sample(self, name: str, seconds: float, at: float, item_id: str | None = None) -> None:
+        seconds = max(0.0, seconds)
+        self.metrics.observe(name, seconds)
+        self.on_sample(name, seconds)
+        if not self._listeners:
+            return
+        sample = LatencySample(name, seconds, at, item_id)
+        for listener in self._listeners:
+            try:
+                listener(sample)
+            except Exception:  # a bug in a listener: logged, never fatal to the conversation
+                self.listener_errors += 1
+                log.exception("latency_listener_failed", sample=name)
 
     def speech_ended(self) -> None:
         self._speech_ended_at = time.monotonic()
@@ -275,16 +309,19 @@ class LatencyTracker:
         while len(self._first_delta_at) > self.ITEMS_KEPT:
             del self._first_delta_at[next(iter(self._first_delta_at))]
         if self._speech_ended_at is not None:
-            self._sample(SPEECH_END_TO_FIRST_DELTA, now - self._speech_ended_at)
+            self._sample(SPEECH_END_TO_FIRST_DELTA, now - self._speech_ended_at, now, item_id)
             self._speech_ended_at = None
 
     def first_sample(self, item_id: str, first_sample_at: float) -> None:
         arrived = self._first_delta_at.pop(item_id, None)
         if arrived is not None:
-            self._sample(FIRST_DELTA_TO_FIRST_SAMPLE, first_sample_at - arrived)
+            self._sample(
+                FIRST_DELTA_TO_FIRST_SAMPLE, first_sample_at - arrived, first_sample_at, item_id
+            )
 
     def barge_in_flushed(self, decided_at: float) -> None:
-        self._sample(BARGE_IN_FLUSH, time.monotonic() - decided_at)
+        now = time.monotonic()
+        self._sample(BARGE_IN_FLUSH, now - decided_at, now)
 
     def barge_in_silenced(self, decided_at: float, silenced_at: float) -> None:
-        self._sample(BARGE_IN_TO_SILENCE, silenced_at - decided_at)
+        self._sample(BARGE_IN_TO_SILENCE, silenced_at - decided_at, silenced_at)

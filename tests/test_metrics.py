@@ -9,7 +9,18 @@ from openai.types.beta.realtime.realtime_response import RealtimeResponseUsage a
 from openai.types.realtime.realtime_response_usage import RealtimeResponseUsage as GaUsage
 
 from realtime_voicebot.config import load_settings
-from realtime_voicebot.metrics import Metrics, Prices, billed_tokens, percentile, usage_cost
+from realtime_voicebot.metrics import (
+    BARGE_IN_TO_SILENCE,
+    FIRST_DELTA_TO_FIRST_SAMPLE,
+    SPEECH_END_TO_FIRST_DELTA,
+    LatencySample,
+    LatencyTracker,
+    Metrics,
+    Prices,
+    billed_tokens,
+    percentile,
+    usage_cost,
+)
 
 LIST = Prices()  # gpt-realtime list prices, the Settings defaults
 
@@ -172,3 +183,30 @@ def test_summary_merges_the_parts_snapshots_with_latency() -> None:
     assert latency == {"count": 3, "median_ms": 200.0, "p95_ms": 300.0}
     assert summary["duration_s"] >= 0
     assert Metrics().summary()["turns"] == 0  # no parts: zeros, not a failure
+
+
+def test_latency_listeners_get_each_sample_with_its_item_and_end() -> None:
+    metrics = Metrics()
+    shown: list[tuple[str, float]] = []
+    tracker = LatencyTracker(metrics, lambda name, seconds: shown.append((name, seconds)))
+    heard: list[LatencySample] = []
+
+    def broken(sample: LatencySample) -> None:
+        raise RuntimeError("a bug in a listener")
+
+    tracker.add_listener(broken)
+    tracker.add_listener(heard.append)
+    tracker.speech_ended()
+    tracker.reply_started("a1")
+    tracker.first_sample("a1", first_sample_at=heard[0].at + 0.25)
+    tracker.first_sample("a1", first_sample_at=heard[0].at + 0.5)  # once per item
+    tracker.barge_in_silenced(decided_at=100.0, silenced_at=100.125)
+    names = [s.name for s in heard]
+    assert names == [SPEECH_END_TO_FIRST_DELTA, FIRST_DELTA_TO_FIRST_SAMPLE, BARGE_IN_TO_SILENCE]
+    assert [s.item_id for s in heard] == ["a1", "a1", None]
+    assert heard[1].seconds == pytest.approx(0.25) and heard[1].at == heard[0].at + 0.25
+    assert (heard[2].seconds, heard[2].at) == (0.125, 100.125)
+    # The broken listener is counted; the view, the metrics and the other listener still got all.
+    assert tracker.listener_errors == 3
+    assert [name for name, _ in shown] == names
+    assert sorted(metrics.timings) == sorted(names)

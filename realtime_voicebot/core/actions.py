@@ -143,11 +143,29 @@ class UserTurn(Action):
 
     text: str
     typed: bool = False
+    item_id: str | None = None
+    """The user item (spoken: the server's; typed: the client-chosen id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted(Action):
+    """The server heard the user start talking (``speech_started``)."""
+
+    item_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SpeechEnded(Action):
     """The server heard the user stop talking (``speech_stopped``): a reply is due."""
+
+    item_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCreated(Action):
+    """The server started a response of the conversation (``response.created``)."""
+
+    response_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +239,22 @@ class CompactionStarted(Action):
     job_id: int
     reason: str
     items: int
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryReady(Action):
+    """The summary of job ``job_id`` arrived (``fallback``: the fallback summarizer wrote it)."""
+
+    job_id: int
+    summary_chars: int
+    fallback: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionFailed(Action):
+    """Compaction ``job_id`` ended without its summary confirmed: the turns stay as they were."""
+
+    job_id: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,11 +42,13 @@ from realtime_voicebot.core.actions import (
     ReplyDelta,
     ReplyDone,
     ReplyStarted,
+    ResponseCreated,
     ResponseFinished,
     RollOver,
     Send,
     SessionBegan,
     SpeechEnded,
+    SpeechStarted,
     StartTimer,
     StatusChanged,
     StopPlayback,
@@ -356,10 +358,10 @@ class SessionCore:
             return []
         if kind is _S.AUDIO_DONE and isinstance(payload, pl.Done) and payload.item_id:
             return [EndAudio(payload.item_id)]
-        if kind is _S.SPEECH_STARTED:
-            return self._status("user speaking")
-        if kind is _S.SPEECH_STOPPED:
-            return [SpeechEnded(), *self._status("thinking")]
+        if isinstance(payload, pl.SpeechStarted):
+            return [SpeechStarted(payload.item_id), *self._status("user speaking")]
+        if isinstance(payload, pl.SpeechStopped):
+            return [SpeechEnded(payload.item_id), *self._status("thinking")]
         if kind is _S.INPUT_COMMITTED:
             return self._status("thinking")
         if kind is _S.INPUT_TIMEOUT:
@@ -373,7 +375,9 @@ class SessionCore:
                 return []  # noise over a reply: not a turn
             self.stats.user_turns += 1
             text = item.text if item is not None else payload.text
-            return [UserTurn(text)] if text else []
+            return [UserTurn(text, item_id=payload.item_id)] if text else []
+        if isinstance(payload, pl.ResponseCreated) and not payload.out_of_band:
+            return [ResponseCreated(payload.response_id)]
         if isinstance(payload, pl.ResponseDone) and not payload.out_of_band:
             return self._response_done(payload)
         if isinstance(payload, pl.ServerError):

@@ -410,7 +410,7 @@ class TurnTaking:
         item = self.conversation.add_typed_line(text)
         self._typed[item.id] = TypedLine(item.id)
         self.stats.typed_lines += 1
-        actions: list[Action] = [UserTurn(text, typed=True)]
+        actions: list[Action] = [UserTurn(text, typed=True, item_id=item.id)]
         if self.reply_owed or self._something_playing():
             actions += self.barge_in("typed")
         return actions + self.release()

@@ -669,6 +669,15 @@ def out_of_band_response_create(
     return _event(ClientEventType.RESPONSE_CREATE, response=response)
 
 
+def is_conversation_response_create(event: JSON) -> bool:
+    """Whether a client event asks for a reply in the default conversation (a
+    ``response.create`` that is not out of band)."""
+    if event.get("type") != ClientEventType.RESPONSE_CREATE:
+        return False
+    response = event.get("response")
+    return not (isinstance(response, dict) and response.get("conversation") == "none")
+
+
 def response_cancel(response_id: str | None = None) -> JSON:
     if response_id is None:
         return _event(ClientEventType.RESPONSE_CANCEL)

@@ -27,10 +27,12 @@ import structlog
 from realtime_voicebot.core.actions import (
     Action,
     Compacted,
+    CompactionFailed,
     CompactionStarted,
     Send,
     StartTimer,
     Summarize,
+    SummaryReady,
 )
 from realtime_voicebot.core.compaction.policy import CompactionPlan, CompactionPolicy
 from realtime_voicebot.core.compaction.procedure import DEFAULT_MAX_RETRIES, Compaction
@@ -183,7 +185,7 @@ class Compactor:
             return []  # abandoned meanwhile
         self._fallback = fallback
         self.stats.fallbacks += fallback
-        return self._begin(text)
+        return [SummaryReady(job_id, len(text), fallback), *self._begin(text)]
 
     def timer_fired(self, key: Hashable) -> list[Action]:
         if not (isinstance(key, tuple) and key[:2] == ("compaction", self.job_id)):
@@ -273,7 +275,7 @@ class Compactor:
         self._reset()
         if summary is None or not compaction.summary_confirmed:
             stats.failures += 1
-            return []
+            return [CompactionFailed(job_id)]
         stats.compactions += 1
         stats.items_summarized += len(plan.summarize_ids)
         stats.last_summary_chars = len(summary.text)
