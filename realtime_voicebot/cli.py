@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 import typer
 
 from realtime_voicebot import __version__
-from realtime_voicebot.cli_names import REPEATABLE_FLAGS, flag_for
+from realtime_voicebot.cli_names import flag_for
 
 if TYPE_CHECKING:
     from realtime_voicebot.ui import ConversationView
@@ -52,37 +52,50 @@ def root(
     """A terminal voice assistant for long conversations with the OpenAI Realtime API."""
 
 
+@functools.cache
+def _setting_options() -> list[dict[str, str]]:
+    path = Path(__file__).with_name("cli_settings.json")
+    options: list[dict[str, str]] = json.loads(path.read_text(encoding="utf-8"))
+    return options
+
+
 def settings_options(func: F) -> F:
     """Add one CLI option per non-secret setting and pass the given ones as ``overrides``.
 
-    Values stay strings here; pydantic validates them exactly as it validates the
-    environment, so `--summary-threshold -5` fails with the same message as
-    `VOICEBOT_SUMMARY_THRESHOLD=-5`.
+    The options come from the generated `cli_settings.json`, not from `Settings`, so that
+    building the CLI (and `--help`) does not import pydantic. Values stay strings here;
+    pydantic validates them exactly as it validates the environment, so
+    `--summary-threshold -5` fails with the same message as `VOICEBOT_SUMMARY_THRESHOLD=-5`.
     """
-    from realtime_voicebot.config import SECRET_FIELDS, Settings
-
     own = [p for p in inspect.signature(func).parameters.values() if p.name != "overrides"]
     own_names = {p.name for p in own}
     added: list[inspect.Parameter] = []
-    for name, field in Settings.model_fields.items():
-        if name in SECRET_FIELDS or name in own_names:
+    for entry in _setting_options():
+        name, kind, meta, description = (
+            entry["name"],
+            entry["kind"],
+            entry["metavar"],
+            entry["help"],
+        )
+        if name in own_names:
             continue
         flag = flag_for(name)
-        if name in REPEATABLE_FLAGS:
+        annotation: Any = str | None
+        if kind == "repeatable":
             option = typer.Option(
                 None,
                 flag,
-                help=f"{field.description} Repeatable.",
+                help=f"{description} Repeatable.",
                 rich_help_panel=SETTINGS_PANEL,
                 show_default=False,
-                metavar="TEXT",
+                metavar=meta,
             )
-            annotation: Any = list[str] | None
-        elif field.annotation is bool:
+            annotation = list[str] | None
+        elif kind == "bool":
             option = typer.Option(
                 None,
                 f"{flag}/--no-{flag[2:]}",
-                help=field.description,
+                help=description,
                 rich_help_panel=SETTINGS_PANEL,
                 show_default=False,
             )
@@ -91,12 +104,11 @@ def settings_options(func: F) -> F:
             option = typer.Option(
                 None,
                 flag,
-                help=field.description,
+                help=description,
                 rich_help_panel=SETTINGS_PANEL,
                 show_default=False,
-                metavar=metavar(field.annotation),
+                metavar=meta,
             )
-            annotation = str | None
         added.append(
             inspect.Parameter(
                 name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
@@ -119,17 +131,6 @@ def settings_options(func: F) -> F:
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     return wrapper  # type: ignore[return-value]
-
-
-def metavar(annotation: Any) -> str:
-    """A short placeholder for an option's value: choices for a Literal, else its kind."""
-    import typing
-
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-    inner = args[0]
-    if typing.get_origin(inner) is typing.Literal:
-        return "|".join(str(choice) for choice in typing.get_args(inner))
-    return {int: "INT", float: "NUM"}.get(inner, "PATH" if "Path" in str(inner) else "TEXT")
 
 
 def load_or_exit(overrides: dict[str, Any]) -> Any:

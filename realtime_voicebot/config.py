@@ -555,3 +555,39 @@ def settings_reference_markdown() -> str:
         shown_default = f"`{shown}`" if shown else ""
         lines.append(f"| {name} | {env} | {flag} | {shown_default} | {field.description or ''} |")
     return "\n".join(lines)
+
+
+def cli_options() -> list[dict[str, str]]:
+    """One CLI option per non-secret setting (name, kind, metavar, help), written to
+    `realtime_voicebot/cli_settings.json` by ``python scripts/update_readme.py`` so that the
+    CLI can offer them, and `--help` list them, without importing pydantic. A test checks
+    that the file is current."""
+    from realtime_voicebot.cli_names import REPEATABLE_FLAGS
+
+    options = []
+    for name, field in Settings.model_fields.items():
+        if name in SECRET_FIELDS:
+            continue
+        if name in REPEATABLE_FLAGS:
+            kind, meta = "repeatable", "TEXT"
+        elif field.annotation is bool:
+            kind, meta = "bool", ""
+        else:
+            kind, meta = "value", _metavar(field.annotation)
+        options.append(
+            {"name": name, "kind": kind, "metavar": meta, "help": field.description or ""}
+        )
+    return options
+
+
+def _metavar(annotation: Any) -> str:
+    """A short placeholder for an option's value: the choices of a short Literal, else its
+    kind (long choice lists are in the option's help, and would squeeze the help table)."""
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    inner = annotation if typing.get_origin(annotation) is typing.Literal else args[0]
+    if typing.get_origin(inner) is typing.Literal:
+        choices = "|".join(str(choice) for choice in typing.get_args(inner))
+        return choices if len(choices) <= 16 else "CHOICE"
+    return {int: "INT", float: "NUM"}.get(inner, "PATH" if "Path" in str(inner) else "TEXT")
