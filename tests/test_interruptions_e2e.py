@@ -167,3 +167,52 @@ async def test_push_to_talk_end_to_end(tmp_path: Path) -> None:
     assert [text for _, text, _ in running.view.assistant][1] == "It is noon."
     assert running.view.assistant[0][2] is True  # the story was cut
     assert not any(t.startswith("input_audio_buffer.speech") for t in session.sent_types())
+
+
+@pytest.mark.parametrize("detection", ["server_vad", "semantic_vad"])
+async def test_each_turn_detection_holds_a_spoken_conversation(
+    tmp_path: Path, detection: str
+) -> None:
+    scenario = Scenario(user_transcripts=["hello there"], replies=["Hi!"])
+    async with FakeRealtimeServer(fake_config(speed=20.0, scenario=scenario)) as server:
+        settings = settings_for(
+            server, tmp_path, turn_detection=detection, noise_reduction="far_field"
+        )
+        mic = PushInput()
+        player = WavFilePlayer(tmp_path / "out.wav", pace=20.0)
+        running = start_bot(server, settings, RunOptions(), audio_in=mic, audio_out=player)
+        session = await running.session(1)
+        mic.say(0.8, seed=1, pause_s=1.2)
+        await running.until(lambda: len(running.view.assistant) == 1, 15)
+        assert await running.stop() == 0
+    update = session.received[0]["session"]
+    assert update["audio"]["input"]["turn_detection"]["type"] == detection
+    assert update["audio"]["input"]["noise_reduction"] == {"type": "far_field"}
+    validate_client(session.received[0], "ga")
+    assert running.view.assistant[0][1] == "Hi!"
+
+
+async def test_an_idle_timeout_prompt_is_shown_and_answered(tmp_path: Path) -> None:
+    scenario = Scenario(user_transcripts=["hello there"], replies=["Hi!", "Are you still there?"])
+    async with FakeRealtimeServer(fake_config(speed=20.0, scenario=scenario)) as server:
+        settings = settings_for(server, tmp_path, idle_timeout_ms=1000)
+        mic = PushInput()
+        player = WavFilePlayer(tmp_path / "out.wav", pace=20.0)
+        running = start_bot(server, settings, RunOptions(), audio_in=mic, audio_out=player)
+        await running.session(1)
+        mic.say(0.8, seed=1, pause_s=1.0)
+        await running.until(lambda: len(running.view.assistant) == 1, 15)
+        mic.pause(3.0)  # the microphone stays open, the user says nothing
+        await running.until(lambda: len(running.view.assistant) == 2, 15)
+        assert await running.stop() == 0
+    assert any("silent" in notice for notice in running.view.notices)
+    assert running.view.assistant[1][1] == "Are you still there?"
+
+
+async def test_a_setting_the_beta_api_lacks_is_refused_at_start_up(tmp_path: Path) -> None:
+    async with FakeRealtimeServer(fake_config()) as server:
+        settings = settings_for(server, tmp_path, dialect="beta", idle_timeout_ms=5000)
+        running = start_bot(server, settings, RunOptions(text=True))
+        assert await running.finish() == 2
+    assert len(running.view.errors) == 1 and "idle_timeout_ms" in running.view.errors[0]
+    assert server.sessions == []  # refused before connecting
