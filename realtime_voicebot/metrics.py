@@ -17,8 +17,13 @@ Counter names (`Metrics.counters`), incremented by the app as things happen:
 | `late_deltas_dropped` | audio deltas of a reply already cut or cancelled |
 | `compaction_failures`, `compactions_abandoned` | compactions that failed / were given up |
 | `summary_fallbacks`, `items_summarized` | extractive fallbacks; items folded into summaries |
-| `error_<code>` | server `error` events, by code |
-| `responses_<status>` | `response.done` events, by status |
+| `error_<code>` | server `error` events, by code (`Metrics.count_error`: bounded) |
+| `responses_<status>` | `response.done` events, by status (`Metrics.count_labelled`) |
+
+Labels that come from the wire (error codes, statuses, unknown event types) are bounded
+(`count_bounded`): at most `MAX_LABELS` distinct ones per family, each cut to
+`MAX_LABEL_CHARS`, the rest counted under `other`; a server sending a new 1 MiB code every
+second grows neither the process nor the metrics file.
 
 Latencies (`Metrics.timings`, seconds, one sample per turn; the app clock is `time.monotonic`):
 
@@ -32,6 +37,7 @@ Latencies (`Metrics.timings`, seconds, one sample per turn; the app clock is `ti
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
 from collections import Counter, deque
@@ -55,6 +61,52 @@ LATENCY_NAMES = (
     BARGE_IN_TO_SILENCE,
     BARGE_IN_FLUSH,
 )
+
+MAX_LABELS = 32
+"""Distinct wire labels (error codes, unknown event types, ...) kept per family."""
+MAX_LABEL_CHARS = 64
+"""Longest wire label kept; a longer one keeps its start and a digest of the whole."""
+OTHER_LABEL = "other"
+"""Where labels past `MAX_LABELS` are counted."""
+
+
+def bounded_label(value: object, max_chars: int = MAX_LABEL_CHARS) -> str:
+    """A short, printable name for a value from the wire (any JSON value).
+
+    A string is kept up to ``max_chars`` (a longer one: its start, "…" and a digest, so two
+    long names stay apart); a number, true/false or null as written; a list or an object by
+    its kind only (``<list>``, ``<dict>``), never its contents.
+    """
+    if isinstance(value, str):
+        text = value
+    elif value is None:
+        text = "null"
+    elif isinstance(value, bool | int | float):
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+    else:
+        return f"<{type(value).__name__}>"
+    if len(text) > max_chars:
+        digest = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=4).hexdigest()
+        text = f"{text[: max(1, max_chars - 10)]}…{digest}"
+    return "".join(char if char.isprintable() else "?" for char in text)
+
+
+def count_bounded(
+    counts: dict[str, int],
+    value: object,
+    amount: int = 1,
+    *,
+    max_labels: int = MAX_LABELS,
+    max_chars: int = MAX_LABEL_CHARS,
+) -> str:
+    """Count ``value`` in ``counts`` under its `bounded_label`, or under `OTHER_LABEL` once
+    ``max_labels`` distinct labels are there; the label it was counted under."""
+    label = bounded_label(value, max_chars)
+    if label not in counts and len(counts) >= max_labels:
+        label = OTHER_LABEL
+    counts[label] = counts.get(label, 0) + amount
+    return label
+
 
 DROP_COUNTERS = {
     "mic_blocks": "mic_blocks_dropped",
@@ -205,9 +257,26 @@ class Metrics:
     timings: dict[str, deque[float]] = field(default_factory=dict)
     tokens: BilledTokens = field(default_factory=BilledTokens)
     cost_usd: float = 0.0
+    labelled: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Counts by wire label per family (``error``, ``responses``, ...), bounded."""
 
     def inc(self, name: str, amount: int = 1) -> None:
+        """Count under a fixed name; names built from wire values go through
+        `count_labelled` or `count_error` instead."""
         self.counters[name] += amount
+
+    def count_labelled(self, family: str, value: object, amount: int = 1) -> str:
+        """Count a wire value (any JSON value) as counter ``<family>_<label>``, bounded:
+        at most `MAX_LABELS` labels a family, each at most `MAX_LABEL_CHARS`, the rest
+        under ``<family>_other``. The label counted."""
+        label = count_bounded(self.labelled.setdefault(family, {}), value, amount)
+        self.counters[f"{family}_{label}"] += amount
+        return label
+
+    def count_error(self, code: object) -> str:
+        """Count one server ``error`` event by its code (any JSON value; missing or empty:
+        ``unknown``), bounded like `count_labelled`. The label counted."""
+        return self.count_labelled("error", "unknown" if code in (None, "") else code)
 
     def observe(self, name: str, seconds: float) -> None:
         self.timings.setdefault(name, deque(maxlen=MAX_SAMPLES)).append(seconds)

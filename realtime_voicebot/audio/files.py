@@ -72,8 +72,9 @@ def _read_wav(path: str | Path, *, header_only: bool) -> tuple[int, int, int, by
     except FileNotFoundError:
         raise AudioFileError(f"No such audio file: {path}") from None
     except (wave.Error, EOFError) as exc:
+        reason = str(exc) or "it ends too early"
         raise AudioFileError(
-            f"Cannot read {path} as PCM WAV ({str(exc) or 'it ends too early'}): {_convert_hint(path)}"
+            f"Cannot read {path} as PCM WAV ({reason}): {_convert_hint(path)}"
         ) from None
     except OSError as exc:
         raise AudioFileError(f"Cannot read {path}: {exc.strerror or exc}") from None

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
+from realtime_voicebot.metrics import count_bounded
+
 if TYPE_CHECKING:
     from realtime_voicebot.config import Settings
 
@@ -219,6 +221,8 @@ class ParseStats:
     missing_type: int = 0
     unknown_type: int = 0
     unknown_types: dict[str, int] = field(default_factory=dict)
+    """By type, bounded (`realtime_voicebot.metrics.count_bounded`): a server inventing
+    types cannot grow it past a few kilobytes."""
 
     @property
     def dropped(self) -> int:
@@ -253,8 +257,8 @@ class EventParser:
                 self.stats.ignored += 1
                 return None
             self.stats.unknown_type += 1
-            self.stats.unknown_types[wire_type] = self.stats.unknown_types.get(wire_type, 0) + 1
-            log.debug("frame_dropped", reason="unknown_type", event_type=wire_type)
+            label = count_bounded(self.stats.unknown_types, wire_type)
+            log.debug("frame_dropped", reason="unknown_type", event_type=label)
             return None
         self.stats.parsed += 1
         return ServerEvent(internal, data, wire_type)
