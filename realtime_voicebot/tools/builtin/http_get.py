@@ -8,7 +8,7 @@ import ipaddress
 import re
 import socket
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Annotated, Any
 from urllib.parse import urljoin
 
@@ -138,12 +138,16 @@ def http_get_tool(
         # The raw bytes, inflated here and never past the cap: httpx would inflate each
         # chunk whole first (a 64 KiB gzip body can hold gigabytes).
         coding = response.headers.get("content-encoding", "identity").strip().lower()
+        if response.is_stream_consumed:  # a ready-made response (tests): httpx decoded it
+            coding, chunks = "identity", _once(response.content)
+        else:
+            chunks = response.aiter_raw()
         inflater = _inflater(coding)
         if inflater is None and coding not in ("", "identity"):
             return f"[content encoded as {coding[:40]} not shown]", False
         data = bytearray()
         truncated = False
-        async for raw in response.aiter_raw():
+        async for raw in chunks:
             room = max_bytes - len(data)
             if inflater is None:
                 chunk = raw
@@ -235,3 +239,7 @@ def _inflater(coding: str) -> Any:
     if coding == "deflate":
         return zlib.decompressobj(zlib.MAX_WBITS)
     return None
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
