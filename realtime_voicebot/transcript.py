@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import queue
+import re
 import stat
 import threading
 from collections import Counter
@@ -47,6 +48,7 @@ def default_transcript_path(now: datetime | None = None) -> Path:
 
 
 _STOP = object()
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class TranscriptWriter:
@@ -128,7 +130,9 @@ class TranscriptWriter:
             for key in REDACTED_FIELDS:
                 if isinstance(record.get(key), str):
                     record[key] = self.redact(record[key])
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        # Half a UTF-16 pair (stdin read with surrogateescape) cannot be written as UTF-8.
+        return _SURROGATE.sub("\ufffd", line)
 
     def _work(self) -> None:
         stop = False

@@ -49,10 +49,15 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u20
 line read otherwise than it is."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""Half a UTF-16 pair (JSON may carry one, "\\ud800"): no terminal can print it."""
+
+
 def strip_controls(text: str, *, keep_newlines: bool = False) -> str:
     """``text`` without escape sequences and control characters; tabs (and newlines unless
-    ``keep_newlines``) become spaces."""
+    ``keep_newlines``) become spaces, a lone surrogate the replacement character."""
     text = _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
+    text = _SURROGATE.sub("\ufffd", text)
     text = text.replace("\t", " ")
     return text if keep_newlines else text.replace("\n", " ")
 

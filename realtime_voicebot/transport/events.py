@@ -15,6 +15,7 @@ import base64
 import itertools
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
@@ -220,6 +221,9 @@ class ParseStats:
     not_an_object: int = 0
     missing_type: int = 0
     unknown_type: int = 0
+    surrogates_replaced: int = 0
+    """Frames holding half a UTF-16 pair (``"\\ud800"``), replaced by U+FFFD: no file or
+    terminal can take one."""
     unknown_types: dict[str, int] = field(default_factory=dict)
     """By type, bounded (`realtime_voicebot.metrics.count_bounded`): a server inventing
     types cannot grow it past a few kilobytes."""
@@ -227,6 +231,32 @@ class ParseStats:
     @property
     def dropped(self) -> int:
         return self.malformed_json + self.not_an_object + self.missing_type + self.unknown_type
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_ESCAPED_SURROGATE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _without_lone_surrogates(value: Any) -> tuple[Any, int]:
+    """``value`` with every lone surrogate in its strings (keys too) replaced by U+FFFD, and
+    how many strings changed. (json.loads joins a valid pair into one character, so any
+    surrogate left in a parsed string is a lone one.)"""
+    if isinstance(value, str):
+        fixed, count = _SURROGATE.subn("\ufffd", value)
+        return fixed, int(count > 0)
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        changed = 0
+        for key, item in value.items():
+            new_key, key_changed = _without_lone_surrogates(key)
+            out[new_key], item_changed = _without_lone_surrogates(item)
+            changed += key_changed + item_changed
+        return out, changed
+    if isinstance(value, list):
+        items = [_without_lone_surrogates(item) for item in value]
+        return [item for item, _ in items], sum(n for _, n in items)
+    return value, 0
 
 
 class EventParser:
@@ -242,6 +272,14 @@ class EventParser:
             self.stats.malformed_json += 1
             log.debug("frame_dropped", reason="malformed_json", size=len(frame))
             return None
+        pattern = _ESCAPED_SURROGATE_BYTES if isinstance(frame, bytes) else _ESCAPED_SURROGATE
+        if pattern.search(frame):  # only an escape can carry one into a decoded frame
+            try:
+                data, replaced = _without_lone_surrogates(data)
+            except RecursionError:
+                self.stats.malformed_json += 1
+                return None
+            self.stats.surrogates_replaced += replaced > 0
         if not isinstance(data, dict):
             self.stats.not_an_object += 1
             log.debug("frame_dropped", reason="not_an_object")
