@@ -272,14 +272,18 @@ class EventParser:
             self.stats.malformed_json += 1
             log.debug("frame_dropped", reason="malformed_json", size=len(frame))
             return None
-        pattern = _ESCAPED_SURROGATE_BYTES if isinstance(frame, bytes) else _ESCAPED_SURROGATE
-        if pattern.search(frame):  # only an escape can carry one into a decoded frame
+        escaped = (
+            _ESCAPED_SURROGATE_BYTES.search(frame)
+            if isinstance(frame, bytes)
+            else _ESCAPED_SURROGATE.search(frame)
+        )
+        if escaped:  # only an escape can carry a lone surrogate into a decoded frame
             try:
                 data, replaced = _without_lone_surrogates(data)
             except RecursionError:
                 self.stats.malformed_json += 1
                 return None
-            self.stats.surrogates_replaced += replaced > 0
+            self.stats.surrogates_replaced += int(replaced > 0)
         if not isinstance(data, dict):
             self.stats.not_an_object += 1
             log.debug("frame_dropped", reason="not_an_object")
