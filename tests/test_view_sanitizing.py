@@ -127,3 +127,25 @@ def test_summary_lines_are_shown_lines() -> None:
     lines = summary_lines({"errors": {f"\x1b[31m{KEY}\n": 1}})
     assert_clean("\n".join(lines))
     assert all("\n" not in line for line in lines)
+
+
+def test_log_lines_are_bounded_and_on_the_console_stripped() -> None:
+    import logging
+
+    import structlog
+
+    from realtime_voicebot.logging import MAX_FIELD_CHARS, configure_logging
+
+    console = io.StringIO()
+    configure_logging("INFO", "console", stream=console)
+    structlog.get_logger().warning("server_error", message=HOSTILE, code="c" * 100_000)
+    logging.getLogger("websockets.client").warning("closed: %s", HOSTILE)
+    printed = console.getvalue()
+    assert_clean(printed)
+    assert "visible" in printed and len(printed) < 2 * MAX_FIELD_CHARS
+
+    lines = io.StringIO()
+    configure_logging("INFO", "json", stream=lines)
+    structlog.get_logger().warning("server_error", message=f"{KEY} {HOSTILE}", code="c" * 100_000)
+    record = json.loads(lines.getvalue().splitlines()[0])
+    assert KEY not in record["message"] and len(record["code"]) < MAX_FIELD_CHARS + 50
