@@ -32,6 +32,7 @@ BENCHES = [
     "memory",
     "concurrent_sessions",
     "soak",
+    "fuzz",
 ]
 RIG_BENCHES = frozenset({"barge_in", "cpu"})
 """Benchmarks that play into / record the PulseAudio rig (`scripts/audio-rig.sh start`)."""
