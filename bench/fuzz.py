@@ -635,6 +635,17 @@ REPRODUCTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         "an error event without error.event_id (code server_error) before session.updated",
         {"rules": [Rule("session.updated", 1, _before_error("server_error"), "error first")]},
     ),
+    "typed-turn-lost-wrong-role": (
+        "a typed line's conversation.item.added is lost and its conversation.item.done says "
+        "role 'AAAA...': the line never reaches the transcript (held catalog, seed 30)",
+        {"seed": 30, "turns": 10, "only_frames": frozenset({177, 178})},
+    ),
+    "typed-turn-recorded-twice": (
+        "a drop while a typed line is echoed, a transcript delta retyped response.done, an "
+        "item.added with another id: the line is in the transcript twice (held catalog, seed 30; "
+        "timing-dependent, about one run in three)",
+        {"seed": 30, "turns": 20, "only_frames": frozenset({93, 96, 106, 157, 159})},
+    ),
     "oversize-frame": (
         "a 17 MiB frame (over the client's 16 MiB limit) after the first reply",
         {
@@ -658,16 +669,23 @@ async def reproduce(
     turn_bound_s: float = TURN_BOUND_S,
     final_bound_s: float = FINAL_BOUND_S,
 ) -> FuzzResult:
-    """One reproduction: ``turns`` typed turns with the scripted mutation, then the checks."""
+    """One reproduction: ``turns`` typed turns with the scripted mutation (or the held
+    catalog's mutations of a few frames of a seed), then the checks."""
     _, arguments = REPRODUCTIONS[name]
     arguments = dict(arguments)
-    mutations = 1 if "kinds" in arguments else 0
-    arguments.setdefault("rate", 0.0)
+    seed = arguments.pop("seed", 1)
+    turns = arguments.pop("turns", turns)
+    if "only_frames" in arguments:
+        arguments.update(kinds=held_kinds(), targets=held_targets())
+        mutations = len(arguments["only_frames"])
+    else:
+        mutations = 1 if "kinds" in arguments else 0
+        arguments.setdefault("rate", 0.0)
     return await run_fuzz(
         mutations,
-        1,
+        seed,
         min_turns=turns,
-        max_turns=turns + 2,
+        max_turns=turns,
         turn_bound_s=turn_bound_s,
         final_bound_s=final_bound_s,
         **arguments,
