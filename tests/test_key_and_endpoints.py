@@ -109,6 +109,10 @@ KEYED = {"openai_api_key": f"sk-{SECRET}"}
         ({"url": "ws://127.0.0.1:8765/v1"}, "http://127.0.0.1:8765/v1"),
         ({"url": "wss://gateway.example/v1/"}, "https://gateway.example/v1"),
         ({"openai_base_url": "https://proxy.example/v1"}, "https://proxy.example/v1"),
+        (  # a local --url wins over a base URL the environment may hold for everything else
+            {"url": "ws://127.0.0.1:8765/v1", "openai_base_url": "https://api.openai.com/v1"},
+            "http://127.0.0.1:8765/v1",
+        ),
         ({}, "https://api.openai.com/v1"),
         (
             {"url": "ws://127.0.0.1:1/v1", "summary_base_url": "https://sum.example/v1"},
