@@ -136,7 +136,7 @@ async def run_project(tmp: Path) -> ProjectResult:
             server.url,
             tmp,
             summarizer="openai",
-            openai_base_url=chat.base_url,
+            summary_base_url=chat.base_url,
             summary_threshold=THRESHOLD_TOKENS,
             summary_keep_items=2,
             summary_timeout_s=CHAT_DELAY_S + 10,

@@ -34,6 +34,7 @@ BENCHES = [
     "concurrent_sessions",
     "soak",
     "summary_facts",
+    "fuzz",
 ]
 RIG_BENCHES = frozenset({"barge_in", "cpu"})
 """Benchmarks that play into / record the PulseAudio rig (`scripts/audio-rig.sh start`)."""

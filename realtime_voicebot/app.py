@@ -31,13 +31,19 @@ from realtime_voicebot.config import Settings, dialect_problems
 from realtime_voicebot.core import CoreConfig, SessionCore
 from realtime_voicebot.core import actions as a
 from realtime_voicebot.errors import FatalConnectionError, UserError
+from realtime_voicebot.files import write_private_text
 from realtime_voicebot.inputs import TYPED_LINES_LIMIT, Keyboard, stdin_is_terminal, stdin_lines
 from realtime_voicebot.metrics import LatencyTracker, Metrics, Prices
 from realtime_voicebot.summarization import build_summarizer
 from realtime_voicebot.summarization.runner import SummaryRunner
 from realtime_voicebot.tools import Tool, ToolRunner
 from realtime_voicebot.tools.builtin import build_registry
-from realtime_voicebot.transcript import TranscriptWriter, default_transcript_path, load_transcript
+from realtime_voicebot.transcript import (
+    TranscriptError,
+    TranscriptWriter,
+    default_transcript_path,
+    load_transcript,
+)
 from realtime_voicebot.transport import events as ev
 from realtime_voicebot.transport.client import (
     ConnectionChanged,
@@ -228,7 +234,10 @@ class VoiceBot:
             session_update=lambda: ev.session_update(settings, dialect, tools=specs, **flags),
         )
         if self.options.resume is not None:
-            summary, turns = load_transcript(self.options.resume)
+            try:
+                summary, turns = load_transcript(self.options.resume)
+            except TranscriptError as exc:
+                raise UserError(str(exc)) from None
             self.core.restore(summary, turns)
             self.view.notice(f"resuming {self.options.resume} ({len(turns)} turns)")
         await self._open_audio()
@@ -281,9 +290,12 @@ class VoiceBot:
         from realtime_voicebot.redact import redact
 
         path = self.settings.transcript_path or default_transcript_path()
-        self.transcript = TranscriptWriter(
-            path, redact=redact if self.settings.redact_transcript else None
-        )
+        try:
+            self.transcript = TranscriptWriter(
+                path, redact=redact if self.settings.redact_transcript else None
+            )
+        except OSError as exc:  # a planted link, a folder, no permission
+            raise UserError(f"cannot write the transcript {path}: {exc.strerror or exc}") from None
         log.info("transcript", path=str(path))
 
     async def _serve(self) -> None:
@@ -315,13 +327,15 @@ class VoiceBot:
             await asyncio.gather(client_task, return_exceptions=True)
 
     async def _shutdown(self) -> None:
-        await self.background.aclose()
-        await self.audio.close()
-        self._perform(self.core.flush_records())
-        if self.transcript is not None:
-            await self.transcript.aclose()
+        """Every step runs even when one before it failed (the metrics file above all)."""
+        steps = [self.background.aclose(), self.audio.close(), self._close_transcript()]
         if self.fake_server is not None:
-            await self.fake_server.stop()
+            steps.append(self.fake_server.stop())
+        for step in steps:
+            try:
+                await step
+            except Exception:  # a bug: logged, and the summary is still written
+                log.exception("shutdown_step_failed")
         summary = self.summary()
         if self.settings.metrics_file is not None:
             await self._write_metrics_file(self.settings.metrics_file, summary)
@@ -330,6 +344,11 @@ class VoiceBot:
         self.view.close()
         if self.telemetry is not None:  # last: an unreachable collector may take seconds
             await self.telemetry.aclose()
+
+    async def _close_transcript(self) -> None:
+        self._perform(self.core.flush_records())
+        if self.transcript is not None:
+            await self.transcript.aclose()
 
     # --- feeding the core ------------------------------------------------------------------
 
@@ -574,6 +593,6 @@ class VoiceBot:
         """`--metrics-file`: the summary as JSON, written off the loop."""
         text = json.dumps(summary, indent=2) + "\n"
         try:
-            await asyncio.to_thread(path.write_text, text)
+            await asyncio.to_thread(write_private_text, path, text)
         except OSError as exc:
             self.view.error(f"cannot write the metrics file {path}: {exc.strerror or exc}")

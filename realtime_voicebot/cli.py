@@ -151,16 +151,30 @@ def config_show(
     overrides: dict[str, Any],
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Show the effective settings, secrets masked, and where each value came from."""
-    from realtime_voicebot.config import shown_value, value_sources
+    """Show the effective settings, secrets masked, where each value came from, and where the
+    conversation goes (the realtime endpoint and the summarizer)."""
+    from realtime_voicebot.config import env_file_redirects, shown_value, value_sources
+    from realtime_voicebot.transport.endpoint import (
+        EndpointError,
+        realtime_url,
+        summarizer_destination,
+    )
 
     settings = load_or_exit(overrides)
     sources = value_sources(overrides)
+    try:
+        realtime = realtime_url(settings)
+    except EndpointError as exc:
+        realtime = f"nowhere yet: {exc}"
+    destinations = {"realtime endpoint": realtime, "summarizer": summarizer_destination(settings)}
+    notices = env_file_redirects(settings, sources)
     rows: list[tuple[str, str, str]] = []
     for name in type(settings).model_fields:
         rows.append((name, shown_value(name, getattr(settings, name)), sources[name]))
     if as_json:
-        typer.echo(json.dumps({n: {"value": v, "source": s} for n, v, s in rows}, indent=2))
+        values = {n: {"value": v, "source": s} for n, v, s in rows}
+        data = {**values, "destinations": destinations, "notices": notices}
+        typer.echo(json.dumps(data, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -171,7 +185,12 @@ def config_show(
     table.add_column("source", style="dim")
     for row in rows:
         table.add_row(*row)
-    Console(width=max(100, Console().width)).print(table)
+    console = Console(width=max(100, Console().width))
+    console.print(table)
+    for what, where in destinations.items():
+        console.print(f"{what}: {where}", markup=False, highlight=False, soft_wrap=True)
+    for notice in notices:
+        console.print(f"note: {notice}", markup=False, highlight=False, soft_wrap=True)
 
 
 devices_app = typer.Typer(help="Audio devices.", no_args_is_help=True)
@@ -236,9 +255,8 @@ def run(
         overrides["transcript_path"] = str(transcript)
     settings = load_or_exit(overrides)
     configure_logging(run_log_level(settings.log_level, overrides), settings.log_format)
-    if resume is not None and not resume.exists():
-        typer.echo(f"error: no transcript at {resume}: check the path given to --resume", err=True)
-        raise typer.Exit(2)
+    check_env_file_or_exit(settings, overrides, fake_server=fake_server)
+    check_inputs_or_exit(resume=resume, input_file=input_file)
     fake_config = None
     if fake_server and (fake_scenario or fake_session_max_s or fake_speed):
         from realtime_voicebot.fake.config import FakeServerConfig
@@ -265,16 +283,12 @@ def run(
         exit_when_input_ends=exit_when_input_ends,
         resume=resume,
     )
-    if input_file is not None and not input_file.exists():
-        typer.echo(f"error: no WAV file at {input_file}", err=True)
-        raise typer.Exit(2)
     from realtime_voicebot.tools.mcp_config import McpConfigError
     from realtime_voicebot.tools.user import ToolLoadError
+    from realtime_voicebot.ui import LiveView
 
     view = select_view(settings.log_format, push_to_talk=settings.push_to_talk)
     # The live console reads keys itself, so that nothing typed tears its display.
-    from realtime_voicebot.ui import LiveView
-
     options.keyboard = isinstance(view, LiveView) and sys.stdin.isatty()
     bot = VoiceBot(settings, options, view)
     try:
@@ -283,6 +297,47 @@ def run(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(code)
+
+
+def check_env_file_or_exit(settings: Any, overrides: dict[str, Any], *, fake_server: bool) -> None:
+    """One line per endpoint a .env file sets (stderr); exit 2 when it would take a key that
+    comes from elsewhere to another place without confirmation. Nothing with `--fake-server`:
+    its own endpoint and key replace them, and summaries are made on this machine."""
+    from realtime_voicebot.config import (
+        env_file_redirect_errors,
+        env_file_redirects,
+        value_sources,
+    )
+
+    if fake_server:
+        return
+    sources = value_sources(overrides)
+    errors = env_file_redirect_errors(settings, sources)
+    for line in errors:
+        typer.echo(f"error: {line}", err=True)
+    if errors:
+        raise typer.Exit(2)
+    for line in env_file_redirects(settings, sources):
+        typer.echo(f"note: {line}", err=True)
+
+
+def check_inputs_or_exit(*, resume: Path | None, input_file: Path | None) -> None:
+    """A transcript to resume and a WAV input checked before connecting: one line naming the
+    file and the problem, exit 2."""
+    from realtime_voicebot.audio.files import AudioFileError, check_wav
+    from realtime_voicebot.transcript import TranscriptError, load_transcript
+
+    try:
+        if resume is not None:
+            load_transcript(resume)
+        if input_file is not None:
+            check_wav(input_file)
+    except TranscriptError as exc:
+        typer.echo(f"error: --resume: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except AudioFileError as exc:
+        typer.echo(f"error: --input-file: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def run_log_level(level: str, overrides: dict[str, Any]) -> str:

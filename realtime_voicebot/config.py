@@ -3,14 +3,24 @@
 Precedence, highest first: CLI flags (passed as init arguments), environment variables
 (``VOICEBOT_*`` plus the standard ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
 ``AZURE_OPENAI_API_KEY`` and ``AZURE_OPENAI_ENDPOINT``), a ``.env`` file, defaults.
+
+Where the key goes is checked as it is loaded: an API key must be printable ASCII (it is
+sent in an HTTP header); a plain-text URL (``ws://``, ``http://``) is refused for a host
+other than this machine unless `allow_insecure_transport` says so; and a ``.env`` file that
+changes where the key goes is reported (`env_file_redirects`) and, when the key itself comes
+from elsewhere, refused unless confirmed (`env_file_redirect_errors`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -50,6 +60,87 @@ DEFAULT_INSTRUCTIONS = (
 )
 
 
+URL_FIELDS = ("url", "openai_base_url", "azure_openai_endpoint", "summary_base_url")
+"""Settings that say where the API key (and the conversation) goes."""
+URL_SCHEMES = {"wss": True, "https": True, "ws": False, "http": False}
+"""Schemes a URL setting may use: True for the encrypted ones."""
+
+_CHARACTER_NAMES = {"\r": "a carriage return", "\n": "a line break", "\t": "a tab", " ": "a space"}
+
+
+def _describe_character(char: str) -> str:
+    """A character named for a one-line message: never the key around it."""
+    if char in _CHARACTER_NAMES:
+        return _CHARACTER_NAMES[char]
+    name = unicodedata.name(char, "")
+    code = f"U+{ord(char):04X}"
+    return f"{name.lower()} ({code})" if name else f"a control character ({code})"
+
+
+def key_problem(key: str) -> str | None:
+    """What makes ``key`` unusable in an HTTP header, in words (never the key); None if fine.
+
+    A key is printable ASCII without spaces: anything else (a line ending from a file, a
+    zero-width space or a typographic quote from a copy) cannot be sent, and would make the
+    handshake fail with the key in the error.
+    """
+    for index, char in enumerate(key):
+        if "!" <= char <= "~":
+            continue
+        where = "inside it"
+        if index == 0:
+            where = "at its start"
+        elif index == len(key) - 1:
+            where = "at its end"
+        hint = (
+            " (a Windows line ending? save the file with plain line endings)"
+            if char in "\r\n"
+            else " (copied from a document? copy the key again from the provider's page)"
+            if not char.isascii()
+            else ""
+        )
+        return (
+            f"contains {_describe_character(char)} {where}: an API key is printable ASCII "
+            f"without spaces{hint}"
+        )
+    return None
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, or an address in 127.0.0.0/8 or ::1 (also IPv4-mapped)."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def url_problem(url: str, *, allow_insecure: bool) -> str | None:
+    """What is wrong with a URL setting, in words; None if the key may go there."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+    except ValueError:
+        return "is not a URL"
+    scheme = parts.scheme.lower()
+    if scheme not in URL_SCHEMES:
+        return "must start with wss://, https://, or for this machine ws:// or http://"
+    if not host:
+        return "names no host"
+    if not URL_SCHEMES[scheme] and not allow_insecure and not is_loopback_host(host):
+        return (
+            f"{scheme}:// would send the API key and the conversation unencrypted to {host}: "
+            f"use {'wss' if scheme == 'ws' else 'https'}://, or set allow_insecure_transport "
+            "(--allow-insecure-transport) if that is really meant"
+        )
+    return None
+
+
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
@@ -72,6 +163,16 @@ class Settings(BaseSettings):
         "ga", description="Realtime API dialect: ga, or beta (sends OpenAI-Beta: realtime=v1)."
     )
     model: str = Field("gpt-realtime", min_length=1, description="Realtime model name.")
+    allow_insecure_transport: bool = Field(
+        False,
+        description="Allow ws:// and http:// URLs to hosts other than this machine (the key "
+        "and the conversation then cross the network unencrypted).",
+    )
+    allow_env_file_endpoint: bool = Field(
+        False,
+        description="Let a .env file change where the API key goes when the key comes from "
+        "elsewhere (from the environment or the command line only, never from the .env).",
+    )
     url: str | None = Field(
         None,
         description="WebSocket base URL overriding the provider's (e.g. ws://127.0.0.1:8765/v1).",
@@ -198,6 +299,12 @@ class Settings(BaseSettings):
         "extractive.",
     )
     summary_model: str = Field("gpt-4o-mini", min_length=1, description="Summarizer model.")
+    summary_base_url: str | None = Field(
+        None,
+        description="Where the OpenAI summarizer sends older turns: a REST base URL (Azure: "
+        "the resource endpoint). Unset: follows the realtime endpoint (url, OPENAI_BASE_URL, "
+        "the Azure endpoint).",
+    )
     summary_language: str = Field(
         "auto",
         pattern=r"^(auto|[a-z]{2,3}(-[A-Za-z]{2,4})?)$",
@@ -366,6 +473,30 @@ class Settings(BaseSettings):
             normalised.append(host.strip().lower().rstrip("."))
         return normalised
 
+    @field_validator("openai_api_key", "azure_openai_api_key", mode="before")
+    @classmethod
+    def _empty_key_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("openai_api_key", "azure_openai_api_key", mode="after")
+    @classmethod
+    def _check_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            problem = key_problem(key.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
+        return key
+
+    @field_validator(*URL_FIELDS, mode="after")
+    @classmethod
+    def _check_url(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is None:
+            return None
+        problem = url_problem(url, allow_insecure=bool(info.data.get("allow_insecure_transport")))
+        if problem is not None:
+            raise ValueError(problem)
+        return url
+
     @field_validator("server_truncation", mode="after")
     @classmethod
     def _check_server_truncation(cls, value: str, info: ValidationInfo) -> str:
@@ -509,6 +640,53 @@ def value_sources(overrides: dict[str, Any], env_file: str | None = ENV_FILE) ->
         else:
             sources[name] = "default"
     return sources
+
+
+def _key_field(settings: Settings) -> str:
+    return "azure_openai_api_key" if settings.provider == "azure" else "openai_api_key"
+
+
+def env_file_redirects(settings: Settings, sources: Mapping[str, str]) -> list[str]:
+    """One line per setting a ``.env`` file gives that changes where the API key goes.
+
+    ``sources`` is `value_sources` of the same run. Shown at start-up (and by `config
+    show`), so that a ``.env`` in a checkout is never what silently points the key elsewhere.
+    """
+    folder = Path.cwd()
+    lines = []
+    for name in URL_FIELDS:
+        source = sources.get(name, "default")
+        if source.startswith(".env "):
+            variable = source.removeprefix(".env ")
+            lines.append(
+                f"the .env file in {folder} sets {name} ({variable}): the API key and the "
+                f"conversation go to {getattr(settings, name)}"
+            )
+    return lines
+
+
+def env_file_redirect_errors(settings: Settings, sources: Mapping[str, str]) -> list[str]:
+    """Why the run must not start: a ``.env`` changes where a key from elsewhere goes.
+
+    A ``.env`` that holds the key too is the user's own file (whoever wrote it knows the
+    key): reported, allowed. A ``.env`` that only points the key from the environment or the
+    command line somewhere else needs `allow_env_file_endpoint`, itself not from a ``.env``.
+    """
+    redirects = env_file_redirects(settings, sources)
+    key_field = _key_field(settings)
+    key_source = sources.get(key_field, "default")
+    if not redirects or getattr(settings, key_field) is None or key_source.startswith(".env "):
+        return []
+    allowed = sources.get("allow_env_file_endpoint", "default")
+    if settings.allow_env_file_endpoint and not allowed.startswith(".env "):
+        return []
+    names = ", ".join(n for n in URL_FIELDS if sources.get(n, "").startswith(".env "))
+    return [
+        f"the .env file in {Path.cwd()} changes where the API key goes ({names}) but the key "
+        f"comes from {key_source}: remove those lines, or confirm with "
+        "VOICEBOT_ALLOW_ENV_FILE_ENDPOINT=1 or --allow-env-file-endpoint (a .env cannot "
+        "confirm itself)"
+    ]
 
 
 class SettingsError(UserError):

@@ -26,6 +26,7 @@ from realtime_voicebot.app import RunOptions, VoiceBot
 from realtime_voicebot.audio.output import WavFilePlayer
 from realtime_voicebot.config import Settings
 from realtime_voicebot.core.recap import read_recap
+from realtime_voicebot.errors import VoicebotError
 from realtime_voicebot.fake.config import FakeServerConfig
 from realtime_voicebot.fake.conversation import ItemView
 from realtime_voicebot.fake.scenario import Scenario
@@ -53,7 +54,7 @@ DEFAULT_PACE = 5.0
 AdjustServer = Callable[[FakeServerConfig], None]
 
 
-class StepFailed(Exception):
+class StepFailed(VoicebotError):
     """A check of a step did not hold; the message says which and what was seen."""
 
 

@@ -3,17 +3,25 @@
 The app calls a `ConversationView`; it never prints by itself. Every method is called on the
 event loop and must return at once: the live console only records what it is told, and
 rich's own refresh thread draws it ~8 times a second.
+
+Everything a view shows passes through `shown` first: terminal escape sequences and other
+control characters are removed (a server's message cannot move the cursor, recolour or
+retitle the terminal), and keys, e-mails, card and phone numbers are redacted
+(`realtime_voicebot.redact`), whatever the app hands over.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+from realtime_voicebot.redact import redact
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -26,6 +34,59 @@ LATENCY_LABELS = {
     "barge_in_to_silence": "barge-in→silence",
 }
 """Latencies the live console shows, by metric name (see `realtime_voicebot.metrics`)."""
+
+
+MAX_NOTE_CHARS = 2000
+"""Longest notice or error line shown (a server's message can be any length)."""
+
+_ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI: cursor, colour, erase
+    r"|(?:\x1b[\]P^_X]|[\x90\x98\x9d-\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC, DCS...
+    r"|\x1b[ -/]*[0-~]?"  # any other escape
+)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 controls but tab and newline, and the bidirectional overrides that can make a
+line read otherwise than it is."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""Half a UTF-16 pair (JSON may carry one, "\\ud800"): no terminal can print it."""
+
+
+def strip_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` without escape sequences and control characters; tabs (and newlines unless
+    ``keep_newlines``) become spaces, a lone surrogate the replacement character."""
+    text = _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
+    text = _SURROGATE.sub("\ufffd", text)
+    text = text.replace("\t", " ")
+    return text if keep_newlines else text.replace("\n", " ")
+
+
+def shown(text: object, *, keep_newlines: bool = False, max_chars: int | None = None) -> str:
+    """What a view may show of ``text``: controls stripped, then redacted, then cut."""
+    cleaned = redact(strip_controls(str(text), keep_newlines=keep_newlines))
+    if max_chars is not None and len(cleaned) > max_chars:
+        cleaned = cleaned[: max_chars - 1] + "…"
+    return cleaned
+
+
+def shown_value(value: Any) -> Any:
+    """`shown` applied to every string of a JSON-like value, keys included."""
+    if isinstance(value, str):
+        return shown(value, keep_newlines=True)
+    if isinstance(value, dict):
+        return {shown(key): shown_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [shown_value(item) for item in value]
+    return value
+
+
+def _note(text: str) -> str:
+    return shown(text, max_chars=MAX_NOTE_CHARS)
+
+
+def _said(text: str) -> str:
+    return shown(text, keep_newlines=True)
 
 
 class ConversationView(Protocol):
@@ -62,7 +123,11 @@ class ConversationView(Protocol):
 
 
 def summary_lines(data: dict[str, Any]) -> list[str]:
-    """The session summary as short lines for a terminal."""
+    """The session summary as short lines for a terminal (shown: see `shown`)."""
+    return [_note(line) for line in _summary_lines(data)]
+
+
+def _summary_lines(data: dict[str, Any]) -> list[str]:
     tokens = data.get("tokens", {})
     lines = [
         f"session: {data.get('turns', 0)} turns in {data.get('duration_s', 0)} s, "
@@ -106,7 +171,7 @@ class PlainView:
 
     def user_said(self, text: str) -> None:
         self._end_stream()
-        self.out.write(f"you: {text}\n")
+        self.out.write(f"you: {_said(text)}\n")
         self.out.flush()
 
     def assistant_delta(self, item_id: str, text: str) -> None:
@@ -114,13 +179,13 @@ class PlainView:
             self._end_stream()
             self.out.write("bot: ")
             self._streaming = item_id
-        self.out.write(text)
+        self.out.write(_said(text))
         self.out.flush()
 
     def assistant_done(self, item_id: str, text: str, truncated: bool) -> None:
         if self._streaming != item_id:
             self._end_stream()
-            self.out.write(f"bot: {text}")
+            self.out.write(f"bot: {_said(text)}")
             self._streaming = item_id
         if truncated:
             self.out.write(" [interrupted]")
@@ -132,12 +197,12 @@ class PlainView:
 
     def notice(self, text: str) -> None:
         self._end_stream()
-        self.out.write(f"-- {text}\n")
+        self.out.write(f"-- {_note(text)}\n")
         self.out.flush()
 
     def error(self, text: str) -> None:
         self._end_stream()
-        self.err.write(f"error: {text}\n")
+        self.err.write(f"error: {_note(text)}\n")
         self.err.flush()
 
     def level(self, dbfs: float) -> None:
@@ -184,7 +249,11 @@ class JsonLinesView:
         self._state: str | None = None
 
     def _emit(self, event: str, **fields: Any) -> None:
-        record = {"event": event, "ts": round(time.time(), 3), **fields}
+        shown_fields = {
+            name: strip_controls(value) if name == "item_id" else shown_value(value)
+            for name, value in fields.items()
+        }  # ids are stripped, never redacted: a consumer pairs deltas with their reply by them
+        record = {"event": event, "ts": round(time.time(), 3), **shown_fields}
         self.out.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.out.flush()
 
@@ -203,11 +272,12 @@ class JsonLinesView:
             self._emit("state", state=text)
 
     def notice(self, text: str) -> None:
-        self._emit("notice", text=text)
+        self._emit("notice", text=_note(text))
 
     def error(self, text: str) -> None:
-        self._emit("error", text=text)
-        self.err.write(f"error: {text}\n")
+        line = _note(text)
+        self._emit("error", text=line)
+        self.err.write(f"error: {line}\n")
         self.err.flush()
 
     def level(self, dbfs: float) -> None:
@@ -330,11 +400,12 @@ class LiveView:
             trailing: list[_Line] = []
             while self._lines and self._lines[-1].kind == "assistant" and not self._lines[-1].done:
                 trailing.append(self._lines.pop())
-            self._append(_Line("user", text))
+            self._append(_Line("user", _said(text)))
             for line in reversed(trailing):
                 self._append(line)
 
     def assistant_delta(self, item_id: str, text: str) -> None:
+        text = _said(text)
         with self._lock:
             line = self._by_item.get(item_id)
             if line is None:
@@ -343,6 +414,7 @@ class LiveView:
                 line.text += text
 
     def assistant_done(self, item_id: str, text: str, truncated: bool) -> None:
+        text = _said(text)
         with self._lock:
             line = self._by_item.get(item_id)
             if line is None:
@@ -353,15 +425,15 @@ class LiveView:
             line.truncated = truncated
 
     def status(self, text: str) -> None:
-        self._state = "listening" if text == "connected" else text
+        self._state = "listening" if text == "connected" else _note(text)
 
     def notice(self, text: str) -> None:
         with self._lock:
-            self._append(_Line("note", text))
+            self._append(_Line("note", _note(text)))
 
     def error(self, text: str) -> None:
         with self._lock:
-            self._append(_Line("error", text))
+            self._append(_Line("error", _note(text)))
 
     def level(self, dbfs: float) -> None:
         self._level_dbfs = dbfs
@@ -504,11 +576,12 @@ class LiveView:
 
     def _summary_table(self, data: dict[str, Any]) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title="session summary", show_header=False, title_justify="left")
         table.add_column("what", style="dim")
         table.add_column("value")
         for line in summary_lines(data):
             what, _, value = line.partition(": ") if ": " in line else ("", "", line)
-            table.add_row(what, value)
+            table.add_row(Text(what), Text(value))  # Text: a server's code is never markup
         return table

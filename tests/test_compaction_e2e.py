@@ -366,7 +366,7 @@ async def test_failing_llm_summarizer_falls_back_and_the_compaction_completes(
                 server,
                 tmp_path,
                 summarizer="openai",
-                openai_base_url=chat.base_url,
+                summary_base_url=chat.base_url,
                 summary_timeout_s=0.5,
                 summary_threshold=120,
                 summary_keep_items=2,

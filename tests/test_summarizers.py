@@ -253,9 +253,9 @@ def test_build_summarizer_honours_settings() -> None:
 
 def test_client_from_settings_per_provider() -> None:
     openai_client = client_from_settings(
-        load_settings({"openai_api_key": "sk-a", "openai_base_url": "http://local:9/v1"})
+        load_settings({"openai_api_key": "sk-a", "openai_base_url": "http://localhost:9/v1"})
     )
-    assert str(openai_client.base_url) == "http://local:9/v1/"
+    assert str(openai_client.base_url) == "http://localhost:9/v1/"
     azure_v1 = client_from_settings(
         load_settings(
             {

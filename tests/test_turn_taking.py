@@ -218,3 +218,42 @@ def test_push_to_talk_over_a_reply_stops_and_truncates_it() -> None:
 def test_the_key_does_nothing_without_push_to_talk() -> None:
     conv = Conversation("ga")
     assert conv.core.push_to_talk() == []
+
+
+# --- the reply watchdog ------------------------------------------------------------------------
+
+
+def fire_latest(conv: Conversation, name: str) -> None:
+    timers = [x for x in conv.actions if isinstance(x, a.StartTimer) and x.key[0] == name]
+    conv.take(conv.core.timer_fired(timers[-1].key))
+
+
+def test_a_mute_server_is_replaced_even_while_the_user_keeps_typing() -> None:
+    conv = Conversation("ga", response_timeout_s=3.0)
+    conv.take(conv.core.typed_line("hello?"))
+    for _ in range(3):  # three silent periods: a stall
+        fire_latest(conv, "watchdog")
+    assert any(isinstance(x, a.ErrorReported) and x.code == "reply_timeout" for x in conv.actions)
+    conv.take(conv.core.typed_line("anyone there?"))  # a new reply owed, a new watch
+    fire_latest(conv, "mute")
+    assert isinstance(conv.actions[-1], a.Reconnect)
+
+
+def test_a_server_that_speaks_after_the_stall_is_kept() -> None:
+    conv = Conversation("ga", response_timeout_s=3.0)
+    conv.take(conv.core.typed_line("hello?"))
+    for _ in range(3):
+        fire_latest(conv, "watchdog")
+    conv.apply(conv.srv.error(None, "response_cancel_not_active"))  # it answers the cancel
+    fire_latest(conv, "mute")
+    assert not any(isinstance(x, a.Reconnect) for x in conv.actions)
+
+
+def test_events_that_keep_coming_are_never_a_stall() -> None:
+    conv = Conversation("ga", response_timeout_s=3.0)
+    conv.user_turn("u1", "Tell me a long story.")
+    conv.apply(conv.srv.response_created("r1"))
+    for _ in range(10):
+        conv.apply(conv.srv.text_delta("r1", "a1", "and then "))
+        fire_latest(conv, "watchdog")
+    assert not any(isinstance(x, a.ErrorReported) for x in conv.actions)

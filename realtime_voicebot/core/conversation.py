@@ -334,6 +334,9 @@ class Conversation:
         elif isinstance(payload, pl.SpeechStopped):
             self._on_speech_stopped(payload)
         elif isinstance(payload, pl.ResponseCreated) and not payload.out_of_band:
+            if self.responses.get(payload.response_id, "in_progress") != "in_progress":
+                log.info("stale_response_created", response_id=payload.response_id)
+                return  # a response that already ended cannot start again
             self.active_response_id = payload.response_id
             self._set_response_status(payload.response_id, "in_progress")
             self._settle_assistants()
@@ -406,7 +409,12 @@ class Conversation:
         item.presence = Presence.ON_SERVER
 
     def _update(self, item: Item, data: pl.ItemData) -> None:
-        """Copy what an item object says (type, role, status, text) onto our item."""
+        """Copy what an item object says (type, role, status, text) onto our item. Items we
+        made ourselves (typed lines, summaries) keep what we know of them."""
+        if item.origin != "server":
+            if data.status is not None:
+                item.status = sys.intern(data.status[:32])
+            return
         # Interned: a handful of distinct values, kept by every item of a long conversation.
         item.kind = sys.intern(data.type)
         if data.role is not None:
@@ -473,7 +481,9 @@ class Conversation:
     def _on_item_done(self, event: pl.ItemEvent) -> None:
         data = event.item
         item = self.items.get(data.id)
-        if item is None:
+        if item is not None and item.presence is Presence.LOCAL and item.origin != "server":
+            self._on_item_added(event)  # its conversation.item.added was lost: it is there
+        elif item is None:
             item = self._new_item(data.id, role="assistant")
             self._insert(item, event.previous_item_id, has_previous=event.has_previous)
         if event.response_id:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
@@ -64,6 +65,7 @@ from realtime_voicebot.core.turn_taking import (
     PlaybackProbe,
     TurnTaking,
 )
+from realtime_voicebot.labels import count_bounded
 from realtime_voicebot.tools.runner import ToolResult
 from realtime_voicebot.transport import payloads as pl
 from realtime_voicebot.transport.events import (
@@ -86,9 +88,9 @@ EXPECTED_ERRORS = frozenset({ErrorCode.RESPONSE_CANCEL_NOT_ACTIVE, ErrorCode.SES
 """Errors that are part of normal operation: counted, never shown."""
 MIN_SESSION_AGE_S = 1.0
 """A session is never rolled over younger than this, whatever its expiry says."""
-MAX_ERROR_CODES = 64
-"""Distinct server error codes counted by name; the rest count as ``other``."""
 FIRST_DELTAS_KEPT = 64
+RECENT_ITEMS = 32
+"""Items looked at for the messages of a response that just ended (its own are the latest)."""
 
 
 @dataclass(frozen=True)
@@ -386,14 +388,12 @@ class SessionCore:
 
     def _response_done(self, done: pl.ResponseDone) -> list[Action]:
         status = done.status
-        self._count(self.responses_by_status, status)
+        count_bounded(self.responses_by_status, status)
         actions: list[Action] = []
         replies: list[Action] = []
-        for output in done.output:
-            if output.type != "message":
-                continue
-            actions.append(EndAudio(output.id))
-            item = self.conversation.items.get(output.id)
+        for item_id in self._reply_ids(done):
+            actions.append(EndAudio(item_id))
+            item = self.conversation.items.get(item_id)
             if item is not None and item.role == "assistant":
                 self.stats.replies += 1
                 self.stats.completed_replies += status == "completed"
@@ -407,9 +407,25 @@ class SessionCore:
             actions += self._status("listening")
         return actions
 
+    def _reply_ids(self, done: pl.ResponseDone) -> list[str]:
+        """The messages a response output: as its ``response.done`` lists them, and those
+        its deltas announced (a ``response.done`` with a broken output still ends them)."""
+        ids = [output.id for output in done.output if output.type == "message"]
+        if done.response_id is not None:
+            latest = islice(reversed(self.conversation.items.values()), RECENT_ITEMS)
+            ids += reversed(
+                [
+                    item.id
+                    for item in latest
+                    if item.response_id == done.response_id
+                    and item.kind == "message"
+                    and item.id not in ids
+                ]
+            )
+        return ids
+
     def _error(self, error: pl.ServerError) -> list[Action]:
-        code = error.label
-        self._count(self.errors_by_code, code)
+        code = count_bounded(self.errors_by_code, error.label)
         if code in EXPECTED_ERRORS:
             log.debug("server_error_expected", code=code)
             return [ErrorReported(code)]
@@ -421,11 +437,6 @@ class SessionCore:
             "server_error", code=code, message=error.message, client_event_id=error.event_id
         )
         return [ErrorReported(code, f"server: {error.message or code}")]
-
-    def _count(self, counters: dict[str, int], key: str) -> None:
-        if key not in counters and len(counters) >= MAX_ERROR_CODES:
-            key = "other"
-        counters[key] = counters.get(key, 0) + 1
 
     def _status(self, status: str) -> list[Action]:
         if status == self.status:

@@ -25,8 +25,9 @@
   runs (after a barge-in if one did), with one ``response.create``. It stays pending until a
   reply to it starts, so a session that dies first gets it again after the re-seed.
 - **the reply watchdog**: while a reply is owed, a server that sends nothing at all for
-  `response_timeout_s` gets the reply cancelled and the user told; if it stays mute for as
-  long again, the connection is dropped and a new session opened.
+  `response_timeout_s` gets the reply cancelled (and forgotten here, so typing goes on) and
+  the user told; if it stays mute for as long again, the connection is dropped and a new
+  session opened.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ class Playback:
 
 
 NOTHING_PLAYING = Playback()
+WATCH_PERIODS = 3
+"""The reply watchdog looks this many times per `response_timeout_s`."""
 PlaybackProbe = Callable[[], Playback]
 
 BACKCHANNEL_WORDS = frozenset(
@@ -201,7 +204,10 @@ class TurnTaking:
         self._server_events = 0
         self._watch_generation = 0
         self._watch_mark: int | None = None
-        self._watch_step = 0
+        self._silent_periods = 0
+        self._mute_generation = 0
+        self._stalled_at: int | None = None
+        """Server events counted at the last stall: unchanged a timeout later means mute."""
 
     # --- views ---------------------------------------------------------------------------
 
@@ -478,6 +484,8 @@ class TurnTaking:
         self._interjection = None
         self._noise.clear()
         self._reply_after_cancel = False
+        self._watch_generation += 1  # the last session's watchdog and mute check mean nothing
+        self._mute_generation += 1
         self._creates.clear()
         self._retry_reply = False
         self._vad_reply_owed = False
@@ -493,29 +501,49 @@ class TurnTaking:
         pending = self._interjection
         if pending is not None and key == ("interjection", pending.generation):
             return self._interjection_meant(reply=True)  # no transcript in time: meant
+        if key == ("mute", self._mute_generation):
+            return self._mute_check()
         if key != ("watchdog", self._watch_generation) or self._watch_mark is None:
             return []
         if not self.reply_owed:
             self._watch_mark = None
             return []
-        if self._server_events != self._watch_mark:  # the server spoke meanwhile: rearm
-            self._watch_step = 0
+        if self._server_events != self._watch_mark:  # the server spoke: silence starts again
+            self._silent_periods = 0
             return self._arm()
-        self._watch_step += 1
-        seconds = f"{self.response_timeout_s:g}"
-        if self._watch_step == 1:
-            self.stats.watchdog_cancels += 1
-            log.warning("reply_stalled", timeout_s=self.response_timeout_s)
-            message = f"The server has not answered for {seconds} s: cancelling the reply."
-            actions: list[Action] = [ErrorReported("reply_timeout", message)]
-            if self.conversation.active_response_id is not None:
-                self.conversation.cancel_active()
-                actions.append(Send(response_cancel()))
-            return actions + self._arm()
-        self.stats.watchdog_reconnects += 1
+        self._silent_periods += 1
+        if self._silent_periods < WATCH_PERIODS:
+            return self._arm()
+        return self._stalled()
+
+    def _stalled(self) -> list[Action]:
+        """A reply owed and nothing from the server for `response_timeout_s`: the user is
+        told, the reply cancelled and forgotten here (late deltas are dropped), so the next
+        turn can go. If the server says nothing for as long again, it is not coming back:
+        the connection is renewed (the turns owed a reply go again on the new session)."""
         self._watch_mark = None
         self._creates.clear()
         self._vad_reply_owed = False
+        self._reply_after_cancel = False
+        self.stats.watchdog_cancels += 1
+        log.warning("reply_stalled", timeout_s=self.response_timeout_s)
+        seconds = f"{self.response_timeout_s:g}"
+        message = f"The server has not answered for {seconds} s: cancelling the reply."
+        actions: list[Action] = [ErrorReported("reply_timeout", message)]
+        if self.conversation.active_response_id is not None:
+            self.conversation.cancel_active()
+            self.conversation.active_response_id = None
+            actions.append(Send(response_cancel()))
+        self._mute_generation += 1
+        self._stalled_at = self._server_events
+        mute_check = ("mute", self._mute_generation)
+        return [*actions, StartTimer(mute_check, self.response_timeout_s)]
+
+    def _mute_check(self) -> list[Action]:
+        if self._stalled_at != self._server_events:
+            return []  # it spoke again (if only to refuse the cancel)
+        self.stats.watchdog_reconnects += 1
+        log.warning("server_mute", seconds=2 * self.response_timeout_s)
         return [Reconnect(f"the server sent nothing for {2 * self.response_timeout_s:g} s")]
 
     # --- internals -----------------------------------------------------------------------
@@ -551,10 +579,14 @@ class TurnTaking:
             return []
         if self._watch_mark is not None:
             return []
-        self._watch_step = 0
+        self._silent_periods = 0
         return self._arm()
 
     def _arm(self) -> list[Action]:
+        """Look again in a third of the timeout: a stall is `WATCH_PERIODS` silent periods in
+        a row, so it is told between `response_timeout_s` and a third more after the last
+        event, whenever that event came."""
         self._watch_generation += 1
         self._watch_mark = self._server_events
-        return [StartTimer(("watchdog", self._watch_generation), self.response_timeout_s)]
+        period = self.response_timeout_s / WATCH_PERIODS
+        return [StartTimer(("watchdog", self._watch_generation), period)]

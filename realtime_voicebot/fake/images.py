@@ -18,6 +18,7 @@ import math
 import struct
 from dataclasses import dataclass
 
+from realtime_voicebot.errors import VoicebotError
 from realtime_voicebot.transport.events import IMAGE_SIGNATURES
 
 BASE_TOKENS = 85
@@ -30,7 +31,7 @@ DETAILS = ("auto", "low", "high")
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-class ImageError(ValueError):
+class ImageError(VoicebotError, ValueError):
     """Image data the service would refuse; the message says why."""
 
 

@@ -35,10 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from realtime_voicebot.errors import UserError
+
 DEFAULT_GREETING = "Hello! I am the fake Realtime server. Say something."
 
 
-class ScenarioError(ValueError):
+class ScenarioError(UserError, ValueError):
     """A scenario file or object that does not have the expected shape."""
 
 

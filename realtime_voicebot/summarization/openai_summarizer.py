@@ -119,19 +119,21 @@ class OpenAISummarizer:
 
 
 def client_from_settings(settings: Settings) -> openai.AsyncOpenAI:
-    """An SDK client for the configured provider (Azure: v1 path, or legacy api-version)."""
+    """An SDK client for the configured provider (Azure: v1 path, or legacy api-version),
+    aimed where `summarizer_base_url` says: the realtime endpoint's host unless
+    ``summary_base_url`` names another."""
+    from realtime_voicebot.transport.endpoint import summarizer_base_url
+
     key = settings.api_key()
     api_key = key.get_secret_value() if key is not None else None
+    base = summarizer_base_url(settings)
     if settings.provider == "azure":
-        endpoint = (settings.azure_openai_endpoint or "").rstrip("/")
-        if not endpoint:
-            raise ValueError("provider azure needs azure_openai_endpoint for the summarizer")
         if settings.azure_api_version:
             return openai.AsyncAzureOpenAI(
-                azure_endpoint=endpoint, api_key=api_key, api_version=settings.azure_api_version
+                azure_endpoint=base, api_key=api_key, api_version=settings.azure_api_version
             )
-        return openai.AsyncOpenAI(api_key=api_key, base_url=endpoint + AZURE_V1_PATH)
-    return openai.AsyncOpenAI(api_key=api_key, base_url=settings.openai_base_url)
+        return openai.AsyncOpenAI(api_key=api_key, base_url=base + AZURE_V1_PATH)
+    return openai.AsyncOpenAI(api_key=api_key, base_url=base)
 
 
 def build_summarizer(settings: Settings, offline: bool = False) -> Summarizer:

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from realtime_voicebot.errors import UserError
+
 MAX_NAME_CHARS = 24
 """Room left for the tool's own name in ``server__tool`` (64 characters in all)."""
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -37,7 +39,7 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _URL = re.compile(r"^https?://", re.IGNORECASE)
 
 
-class McpConfigError(ValueError):
+class McpConfigError(UserError, ValueError):
     """A server entry or config file that cannot be used; the message is one line."""
 
 

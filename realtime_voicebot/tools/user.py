@@ -47,6 +47,7 @@ from typing import Any, TypeVar, overload
 
 import structlog
 
+from realtime_voicebot.errors import UserError
 from realtime_voicebot.tools.registry import Tool, ToolError
 from realtime_voicebot.tools.schema import parameters_for
 
@@ -61,7 +62,7 @@ _MARK = "__voicebot_tool__"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class ToolLoadError(Exception):
+class ToolLoadError(UserError):
     """A tools module that cannot be used; the message is one line naming the file."""
 
 

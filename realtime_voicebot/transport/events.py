@@ -15,6 +15,7 @@ import base64
 import itertools
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
+from realtime_voicebot.labels import count_bounded
 from realtime_voicebot.transport import payloads as pl
 
 if TYPE_CHECKING:
@@ -284,7 +286,12 @@ class ParseStats:
     unknown_type: int = 0
     bad_payload: int = 0
     """Known event types whose payload lacked what the event is for (or held bad audio)."""
+    surrogates_replaced: int = 0
+    """Frames holding half a UTF-16 pair (``"\\ud800"``), replaced by U+FFFD: no file or
+    terminal can take one."""
     unknown_types: dict[str, int] = field(default_factory=dict)
+    """By type, bounded (`realtime_voicebot.labels.count_bounded`): a server inventing
+    types cannot grow it past a few kilobytes."""
 
     @property
     def dropped(self) -> int:
@@ -295,6 +302,32 @@ class ParseStats:
             + self.unknown_type
             + self.bad_payload
         )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_ESCAPED_SURROGATE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _without_lone_surrogates(value: Any) -> tuple[Any, int]:
+    """``value`` with every lone surrogate in its strings (keys too) replaced by U+FFFD, and
+    how many strings changed. (json.loads joins a valid pair into one character, so any
+    surrogate left in a parsed string is a lone one.)"""
+    if isinstance(value, str):
+        fixed, count = _SURROGATE.subn("\ufffd", value)
+        return fixed, int(count > 0)
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        changed = 0
+        for key, item in value.items():
+            new_key, key_changed = _without_lone_surrogates(key)
+            out[new_key], item_changed = _without_lone_surrogates(item)
+            changed += key_changed + item_changed
+        return out, changed
+    if isinstance(value, list):
+        items = [_without_lone_surrogates(item) for item in value]
+        return [item for item, _ in items], sum(n for _, n in items)
+    return value, 0
 
 
 class EventParser:
@@ -310,6 +343,18 @@ class EventParser:
             self.stats.malformed_json += 1
             log.debug("frame_dropped", reason="malformed_json", size=len(frame))
             return None
+        escaped = (
+            _ESCAPED_SURROGATE_BYTES.search(frame)
+            if isinstance(frame, bytes)
+            else _ESCAPED_SURROGATE.search(frame)
+        )
+        if escaped:  # only an escape can carry a lone surrogate into a decoded frame
+            try:
+                data, replaced = _without_lone_surrogates(data)
+            except RecursionError:
+                self.stats.malformed_json += 1
+                return None
+            self.stats.surrogates_replaced += int(replaced > 0)
         if not isinstance(data, dict):
             self.stats.not_an_object += 1
             log.debug("frame_dropped", reason="not_an_object")
@@ -325,8 +370,8 @@ class EventParser:
                 self.stats.ignored += 1
                 return None
             self.stats.unknown_type += 1
-            self.stats.unknown_types[wire_type] = self.stats.unknown_types.get(wire_type, 0) + 1
-            log.debug("frame_dropped", reason="unknown_type", event_type=wire_type)
+            label = count_bounded(self.stats.unknown_types, wire_type)
+            log.debug("frame_dropped", reason="unknown_type", event_type=label)
             return None
         try:
             event = ServerEvent.of(internal, data, wire_type)

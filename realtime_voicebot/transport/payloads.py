@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from realtime_voicebot.errors import VoicebotError
+
 JSON = dict[str, Any]
 
 MAX_COUNT = 1_000_000_000
@@ -28,7 +30,7 @@ MAX_CODE_CHARS = 100
 MAX_ID_CHARS = 256
 
 
-class BadPayload(ValueError):
+class BadPayload(VoicebotError, ValueError):
     """The payload of a known event type lacks what the event is for."""
 
 

@@ -7,8 +7,9 @@ import codecs
 import ipaddress
 import re
 import socket
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Annotated, Any
 from urllib.parse import urljoin
 
 import httpx
@@ -26,11 +27,28 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-def is_public_address(address: str) -> bool:
-    """False for private, loopback, link-local, multicast, reserved and unspecified addresses."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+"""The well-known NAT64 prefix (RFC 6052): the last 32 bits are an IPv4 address."""
+NAT64_LOCAL_PREFIX = ipaddress.IPv6Network("64:ff9b:1::/48")
+"""The local-use NAT64 prefix (RFC 8215): where the IPv4 address sits is the network's own."""
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address carries and reaches: IPv4-mapped, 6to4, Teredo (server
+    and client), NAT64 (64:ff9b::/96)."""
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if ip in NAT64_PREFIX:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not (
         ip.is_private
         or ip.is_loopback
@@ -38,7 +56,24 @@ def is_public_address(address: str) -> bool:
         or ip.is_multicast
         or ip.is_reserved
         or ip.is_unspecified
+        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
     )
+
+
+def is_public_address(address: str) -> bool:
+    """False for private, loopback, link-local, site-local, multicast, reserved and unspecified
+    addresses, and for IPv6 addresses that embed one of those (IPv4-mapped, 6to4, Teredo,
+    NAT64). Raises ValueError for something that is not an address."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _is_public(ip)
+    if ip in NAT64_LOCAL_PREFIX:
+        return False
+    embedded = embedded_ipv4(ip)
+    if ip.ipv4_mapped is not None or ip in NAT64_PREFIX:
+        # Only a way of writing the IPv4 address (the prefix itself is reserved): judge that.
+        return all(_is_public(v4) for v4 in embedded)
+    return _is_public(ip) and all(_is_public(v4) for v4 in embedded)
 
 
 _TEXT_TYPES = re.compile(r"^(text/|application/([\w.-]+\+)?(json|xml)\b|application/javascript)")
@@ -99,11 +134,28 @@ def http_get_tool(
             raise ToolError(f"{host} resolves to a private or local address")
         return addresses[0].split("%", 1)[0]
 
-    async def read_capped(response: httpx.Response) -> tuple[str, bool]:
+    async def read_capped(response: httpx.Response, host: str) -> tuple[str, bool]:
+        # The raw bytes, inflated here and never past the cap: httpx would inflate each
+        # chunk whole first (a 64 KiB gzip body can hold gigabytes).
+        coding = response.headers.get("content-encoding", "identity").strip().lower()
+        if response.is_stream_consumed:  # a ready-made response (tests): httpx decoded it
+            coding, chunks = "identity", _once(response.content)
+        else:
+            chunks = response.aiter_raw()
+        inflater = _inflater(coding)
+        if inflater is None and coding not in ("", "identity"):
+            return f"[content encoded as {coding[:40]} not shown]", False
         data = bytearray()
         truncated = False
-        async for chunk in response.aiter_bytes():
+        async for raw in chunks:
             room = max_bytes - len(data)
+            if inflater is None:
+                chunk = raw
+            else:
+                try:
+                    chunk = inflater.decompress(raw, room + 1)
+                except zlib.error:
+                    raise ToolError(f"the body from {host} is not valid {coding}") from None
             if len(chunk) > room:
                 data += chunk[:room]
                 truncated = True
@@ -136,6 +188,7 @@ def http_get_tool(
                     headers={
                         "Host": host,
                         "Accept": "text/*, application/json, */*;q=0.5",
+                        "Accept-Encoding": "identity",
                         "User-Agent": "realtime-voicebot",
                     },
                     extensions={"sni_hostname": host},
@@ -154,7 +207,7 @@ def http_get_tool(
                         body, truncated = f"[{content_type} content not shown]", False
                     else:
                         try:
-                            body, truncated = await read_capped(response)
+                            body, truncated = await read_capped(response, host)
                         except httpx.HTTPError as exc:
                             raise ToolError(
                                 f"reading from {host} failed: {type(exc).__name__}"
@@ -177,3 +230,16 @@ def http_get_tool(
             f"(at most {max_bytes} bytes). Allowed hosts: {shown}."
         ),
     )
+
+
+def _inflater(coding: str) -> Any:
+    """A zlib decompressor for a gzip or deflate body; None for anything else."""
+    if coding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if coding == "deflate":
+        return zlib.decompressobj(zlib.MAX_WBITS)
+    return None
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
