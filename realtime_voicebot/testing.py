@@ -51,6 +51,7 @@ from realtime_voicebot.transport.events import PCM_RATE
 from realtime_voicebot.ui import ConversationView
 
 __all__ = [
+    "TIMEOUT_FACTOR_ENV",
     "FakeRealtimeServer",
     "FakeServerConfig",
     "FakeSession",
@@ -58,9 +59,9 @@ __all__ = [
     "PushInput",
     "RecordingView",
     "Running",
-    "TIMEOUT_FACTOR_ENV",
     "Scenario",
     "ToolCall",
+    "running_bot",
     "scaled",
     "start_bot",
     "test_settings",

@@ -12,7 +12,7 @@ import json
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,10 +79,6 @@ class TranscriptWriter:
             log.warning("transcript_record_dropped", dropped=self.dropped)
             return False
         return True
-
-    def write_many(self, records: Iterable[JSON]) -> None:
-        for record in records:
-            self.write(record)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every record queued so far is on disk; False on timeout.

@@ -15,7 +15,7 @@ import pytest
 
 from realtime_voicebot.app import RunOptions
 from realtime_voicebot.audio.output import WavFilePlayer
-from realtime_voicebot.core.recap import is_recap
+from realtime_voicebot.core.recap import read_recap
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.testing import PushInput
@@ -80,7 +80,8 @@ async def test_new_session_holds_summary_and_recent_turns_and_replies_in_audio(
     assert recent == carried and len(carried) == 2
     creates = [e for e in second.received if e["type"] == "conversation.item.create"]
     assert len(creates) == 1
-    assert second.items[0].role == "system" and is_recap(second.items[0].text)
+    assert second.items[0].role == "system"
+    assert read_recap(second.items[0].text)[0] == summary  # a recap (else ValueError)
     # The next reply is audio: deltas streamed and played.
     reply = second.items[-1]
     assert reply.role == "assistant" and reply.text == reply_line(turns)

@@ -51,7 +51,8 @@ async def test_writes_are_flushed_without_blocking_the_loop(tmp_path: Path) -> N
     # Flushed at once: readable while the writer is still open.
     [record] = read_records(path)
     assert record["text"] == "héllo" and record["item_id"] == "u1" and "ts" in record
-    writer.write_many({"type": "turn", "item_id": f"u{n}", "text": str(n)} for n in range(2, 500))
+    for n in range(2, 500):
+        writer.write({"type": "turn", "item_id": f"u{n}", "text": str(n)})
     await writer.aclose()
     records = read_records(path)
     assert [r["item_id"] for r in records] == [f"u{n}" for n in range(1, 500)]
