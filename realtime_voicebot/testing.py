@@ -233,10 +233,11 @@ class Running:
     async def until(self, predicate: Callable[[], object], timeout_s: float = 10.0) -> None:
         """Wait until ``predicate()`` holds, re-checked whenever the bot or the server moved.
 
-        Each source is watched by its own waiter that registers before it checks, so no
-        change is missed: the bot's core (after each input it handled), the view (whatever
-        the bot showed) and the fake server (every event in or out). Raises TimeoutError after
-        ``timeout_s`` (times `timeout_factor`), and RuntimeError when the bot stops first.
+        Each source has its own waiter, which checks and starts waiting in one step, so no
+        change slips in between: the bot's core (after each input it handled), the view
+        (whatever the bot showed) and the fake server (every event in or out). Raises
+        TimeoutError after ``timeout_s`` (times `timeout_factor`), and RuntimeError when the
+        bot stops first.
         """
         if predicate():
             return
