@@ -32,7 +32,7 @@ from realtime_voicebot.fake.conversation import ItemView
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
-from realtime_voicebot.testing import PushInput, RecordingView
+from realtime_voicebot.testing import PushInput, RecordingView, Running, scaled
 from realtime_voicebot.transport.events import (
     ClientEventType,
     Dialect,
@@ -43,7 +43,6 @@ from realtime_voicebot.transport.events import (
 BLOCK_MS = 20
 TURN_PAUSE_S = 1.0
 """Silence after each utterance: long enough for the server's VAD to end the turn."""
-POLL_S = 0.01
 STOP_TIMEOUT_S = 10.0
 DEFAULT_WAIT_S = 8.0
 DEFAULT_SPEED = 20.0
@@ -76,17 +75,30 @@ class StepResult:
 
 @dataclass
 class BotRun:
-    """One running bot against its own fake server, and the waits and checks steps use."""
+    """One running bot against its own fake server, and the waits and checks steps use.
 
-    server: FakeRealtimeServer
-    bot: VoiceBot
+    Waits are event-driven (`Running.until`, the player's `wait_played`), and their timeouts
+    are scaled by ``VOICEBOT_TEST_TIMEOUT_FACTOR`` like the project's tests.
+    """
+
+    running: Running
     mic: PushInput
     player: WavFilePlayer
-    view: RecordingView
-    task: asyncio.Task[int]
     wait_s: float
     dialect: Dialect
     details: list[str] = field(default_factory=list)
+
+    @property
+    def server(self) -> FakeRealtimeServer:
+        return self.running.server
+
+    @property
+    def bot(self) -> VoiceBot:
+        return self.running.bot
+
+    @property
+    def view(self) -> RecordingView:
+        return self.running.view
 
     def note(self, text: str) -> None:
         """A figure to print next to the step when it passes."""
@@ -94,13 +106,30 @@ class BotRun:
 
     async def until(self, predicate: Callable[[], object], what: str) -> None:
         """Wait until ``predicate()`` holds; fail if the bot stops or ``wait_s`` passes."""
-        deadline = time.monotonic() + self.wait_s
-        while not predicate():
-            if self.task.done():
-                raise StepFailed(f"the bot stopped while waiting for {what}{self.errors_suffix()}")
-            if time.monotonic() > deadline:
-                raise StepFailed(f"no {what} within {self.wait_s:g} s{self.errors_suffix()}")
-            await asyncio.sleep(POLL_S)
+        try:
+            await self.running.until(predicate, self.wait_s)
+        except TimeoutError:
+            raise StepFailed(
+                f"no {what} within {scaled(self.wait_s):g} s{self.errors_suffix()}"
+            ) from None
+        except RuntimeError:
+            if not self.running.task.done():
+                raise
+            raise StepFailed(
+                f"the bot stopped while waiting for {what}{self.errors_suffix()}"
+            ) from None
+
+    async def played(self, item_id: str, ms: float) -> None:
+        """Wait until the player has played ``ms`` of the item; fail if it ended short."""
+        what = f"{ms:g} ms of {item_id} played"
+        try:
+            async with asyncio.timeout(scaled(self.wait_s)):
+                reached = await self.player.wait_played(item_id, ms)
+        except TimeoutError:
+            raise StepFailed(f"no {what} within {scaled(self.wait_s):g} s") from None
+        check(
+            reached, f"{item_id} ended after {self.player.played_ms(item_id):.0f} ms, before {what}"
+        )
 
     def errors_suffix(self) -> str:
         """The bot's last error message, to append to a failure reason."""
@@ -133,6 +162,7 @@ class BotRun:
         )
         pair = found()
         assert pair is not None
+        # The player's end of an item reaches the bot's core, which wakes `until`.
         await self.until(
             lambda: self.player.is_finished(pair[1].id), f"reply to {transcript!r} played"
         )
@@ -217,7 +247,7 @@ async def barge_in(run: BotRun) -> None:
         lambda: any(i.role == "assistant" for i in session.items), "assistant item on the server"
     )
     reply_id = next(i.id for i in session.items if i.role == "assistant")
-    await run.until(lambda: run.player.played_ms(reply_id) >= 400, "400 ms of the reply played")
+    await run.played(reply_id, 400)
     run.mic.say(0.8, seed=3, pause_s=TURN_PAUSE_S)
 
     def truncates() -> list[dict[str, Any]]:
@@ -395,7 +425,7 @@ async def _run_bot(
     options = RunOptions(text_lines=asyncio.Queue(1))
     bot = VoiceBot(settings, options, view, audio_in=mic, audio_out=player)
     task = asyncio.create_task(bot.run(), name=f"selftest-{step.name}")
-    run = BotRun(server, bot, mic, player, view, task, wait_s, dialect)
+    run = BotRun(Running(bot, server, task, view), mic, player, wait_s, dialect)
     reason = ""
     code: int | None = None
     try:
@@ -405,9 +435,9 @@ async def _run_bot(
     finally:
         bot.stop()
         try:
-            code = await asyncio.wait_for(task, STOP_TIMEOUT_S)
+            code = await asyncio.wait_for(task, scaled(STOP_TIMEOUT_S))
         except TimeoutError:
-            reason = reason or f"the bot did not stop within {STOP_TIMEOUT_S:g} s"
+            reason = reason or f"the bot did not stop within {scaled(STOP_TIMEOUT_S):g} s"
         except Exception as exc:
             reason = reason or f"the bot crashed: {type(exc).__name__}: {exc}"
     if not reason and code != 0:

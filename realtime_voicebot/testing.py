@@ -19,8 +19,11 @@ conversation with the real bot, no key, no network, no sound card::
             await running.stop()
 
 Waits are event-driven: `Running.until` re-checks its condition each time the bot's core
-handled something or the fake server sent or received an event, never on a timer. Timeouts
-are multiplied by ``VOICEBOT_TEST_TIMEOUT_FACTOR`` (default 1) for slow machines.
+handled something, the bot showed something, or the fake server sent or received an event,
+never on a timer. What the speaker played has its own waits on the player
+(`AudioPlayer.wait_played`, `wait_finished`, `wait_silenced`). Every timeout is multiplied by
+``VOICEBOT_TEST_TIMEOUT_FACTOR`` (default 1; e.g. 3 on a slow or busy machine): the
+`Running` waits do it, and `scaled` does it for any other timeout.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from realtime_voicebot.app import RunOptions, VoiceBot
+from realtime_voicebot.background import ChangeSignal
 from realtime_voicebot.config import Settings, load_settings
 from realtime_voicebot.fake.config import FakeServerConfig, Faults
 from realtime_voicebot.fake.scenario import Scenario, ToolCall
@@ -47,6 +51,7 @@ from realtime_voicebot.transport.events import PCM_RATE
 from realtime_voicebot.ui import ConversationView
 
 __all__ = [
+    "TIMEOUT_FACTOR_ENV",
     "FakeRealtimeServer",
     "FakeServerConfig",
     "FakeSession",
@@ -56,6 +61,8 @@ __all__ = [
     "Running",
     "Scenario",
     "ToolCall",
+    "running_bot",
+    "scaled",
     "start_bot",
     "test_settings",
     "timeout_factor",
@@ -64,12 +71,20 @@ __all__ = [
 BLOCK_MS = 20
 
 
+TIMEOUT_FACTOR_ENV = "VOICEBOT_TEST_TIMEOUT_FACTOR"
+
+
 def timeout_factor() -> float:
-    """``VOICEBOT_TEST_TIMEOUT_FACTOR``: how much longer than usual waits may take."""
+    """``VOICEBOT_TEST_TIMEOUT_FACTOR``: how much longer than usual waits may take (>= 1)."""
     try:
-        return max(1.0, float(os.environ.get("VOICEBOT_TEST_TIMEOUT_FACTOR", "1")))
+        return max(1.0, float(os.environ.get(TIMEOUT_FACTOR_ENV, "1")))
     except ValueError:
         return 1.0
+
+
+def scaled(seconds: float) -> float:
+    """A test timeout of ``seconds`` on this machine: times `timeout_factor`."""
+    return seconds * timeout_factor()
 
 
 class PushInput:
@@ -120,7 +135,11 @@ class PushInput:
 
 @dataclass
 class RecordingView(ConversationView):
-    """A silent `ConversationView` that keeps everything the bot showed."""
+    """A silent `ConversationView` that keeps everything the bot showed.
+
+    ``changed`` is notified after each call, so a wait wakes on what the bot shows outside
+    its core too (a device failure, a notice, the session summary at exit).
+    """
 
     user: list[str] = field(default_factory=list)
     deltas: list[tuple[str, str]] = field(default_factory=list)
@@ -137,48 +156,54 @@ class RecordingView(ConversationView):
     summaries: list[dict[str, Any]] = field(default_factory=list)
     typing: list[str] = field(default_factory=list)
     closed: bool = False
+    changed: ChangeSignal = field(default_factory=ChangeSignal, repr=False, compare=False)
+
+    def _keep(self, into: list[Any], value: Any) -> None:
+        into.append(value)
+        self.changed.notify()
 
     def user_said(self, text: str) -> None:
-        self.user.append(text)
+        self._keep(self.user, text)
 
     def assistant_delta(self, item_id: str, text: str) -> None:
-        self.deltas.append((item_id, text))
+        self._keep(self.deltas, (item_id, text))
 
     def assistant_done(self, item_id: str, text: str, truncated: bool) -> None:
-        self.assistant.append((item_id, text, truncated))
+        self._keep(self.assistant, (item_id, text, truncated))
 
     def status(self, text: str) -> None:
-        self.statuses.append(text)
+        self._keep(self.statuses, text)
 
     def notice(self, text: str) -> None:
-        self.notices.append(text)
+        self._keep(self.notices, text)
 
     def error(self, text: str) -> None:
-        self.errors.append(text)
+        self._keep(self.errors, text)
 
     def level(self, dbfs: float) -> None:
-        self.levels.append(dbfs)
+        self._keep(self.levels, dbfs)
 
     def window(self, tokens: int, threshold: int) -> None:
-        self.windows.append((tokens, threshold))
+        self._keep(self.windows, (tokens, threshold))
 
     def latency(self, name: str, seconds: float) -> None:
-        self.latencies.append((name, seconds))
+        self._keep(self.latencies, (name, seconds))
 
     def cost(self, usd: float) -> None:
-        self.costs.append(usd)
+        self._keep(self.costs, usd)
 
     def compaction(self, items: int, summary_chars: int) -> None:
-        self.compactions.append((items, summary_chars))
+        self._keep(self.compactions, (items, summary_chars))
 
     def summary(self, data: dict[str, Any]) -> None:
-        self.summaries.append(data)
+        self._keep(self.summaries, data)
 
     def input_line(self, text: str) -> None:
         self.typing.append(text)
 
     def close(self) -> None:
         self.closed = True
+        self.changed.notify()
 
 
 def test_settings(server: FakeRealtimeServer, directory: Path, **overrides: Any) -> Settings:
@@ -212,31 +237,36 @@ class Running:
     async def until(self, predicate: Callable[[], object], timeout_s: float = 10.0) -> None:
         """Wait until ``predicate()`` holds, re-checked whenever the bot or the server moved.
 
-        Raises TimeoutError after ``timeout_s`` (times `timeout_factor`), and RuntimeError
-        when the bot stops first.
+        Each source has its own waiter, which checks and starts waiting in one step, so no
+        change slips in between: the bot's core (after each input it handled), the view
+        (whatever the bot showed) and the fake server (every event in or out). Raises
+        TimeoutError after ``timeout_s`` (times `timeout_factor`), and RuntimeError when the
+        bot stops first.
         """
-        async with asyncio.timeout(timeout_s * timeout_factor()):
-            while not predicate():
-                if self.task.done():
-                    raise RuntimeError(f"the bot stopped (exit {self.task.result()})")
-                waits = [
-                    asyncio.ensure_future(self.bot.changed.wait()),
-                    asyncio.ensure_future(self.server.changed()),
-                    self.task,
-                ]
-                try:
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for wait in waits[:2]:
-                        wait.cancel()
+        if predicate():
+            return
+        watchers = [
+            asyncio.ensure_future(self.bot.changed.until(predicate)),
+            asyncio.ensure_future(self.view.changed.until(predicate)),
+            asyncio.ensure_future(self.server.wait_for(lambda: bool(predicate()), None)),
+        ]
+        try:
+            async with asyncio.timeout(scaled(timeout_s)):
+                await asyncio.wait([*watchers, self.task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+        if not predicate():
+            raise RuntimeError(f"the bot stopped (exit {self.task.result()})")
 
     async def session(self, number: int = 1, timeout_s: float = 10.0) -> FakeSession:
         """The ``number``-th session of the server (1-based), once it has begun."""
-        return await self.server.wait_for_session(number, timeout_s * timeout_factor())
+        return await self.server.wait_for_session(number, scaled(timeout_s))
 
     async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
         """Wait for a condition on the server side only (re-checked on every event)."""
-        await self.server.wait_for(predicate, timeout_s * timeout_factor())
+        await self.server.wait_for(predicate, scaled(timeout_s))
 
     async def type(self, line: str) -> None:
         """Type a line (the bot must have been started with ``text_lines=True``)."""
@@ -244,7 +274,7 @@ class Running:
         await self.lines.put(line)
 
     async def finish(self, timeout_s: float = 20.0) -> int:
-        async with asyncio.timeout(timeout_s * timeout_factor()):
+        async with asyncio.timeout(scaled(timeout_s)):
             return await self.task
 
     async def stop(self) -> int:

@@ -19,7 +19,7 @@ import re
 import stat
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,10 +91,6 @@ class TranscriptWriter:
             log.warning("transcript_record_dropped", dropped=self.dropped)
             return False
         return True
-
-    def write_many(self, records: Iterable[JSON]) -> None:
-        for record in records:
-            self.write(record)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every record queued so far is on disk; False on timeout.

@@ -19,8 +19,6 @@ from realtime_voicebot.testing import PushInput, Running, test_settings
 from realtime_voicebot.testing import start_bot as testing_start_bot
 from realtime_voicebot.transport.events import PCM_RATE
 
-from .waiting import eventually
-
 BLOCK_SAMPLES = PCM_RATE // 50  # 20 ms
 
 
@@ -49,8 +47,10 @@ async def spoken_turn(
 ) -> None:
     """User turn number ``turn`` (0-based) spoken, then until its reply has been played out."""
     mic.say(seconds, seed=turn, pause_s=0.8)
-    await eventually(lambda: len(running.view.assistant) > turn, 10)
-    await eventually(lambda: not player.is_audible, 5)
+    await running.until(lambda: len(running.view.assistant) > turn, 10)
+    reply_id = running.view.assistant[turn][0]
+    # The player's end of the item reaches the bot's core, which wakes `until`.
+    await running.until(lambda: player.is_finished(reply_id), 5)
 
 
 def fake_config(**kwargs: Any) -> FakeServerConfig:

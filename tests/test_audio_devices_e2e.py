@@ -34,10 +34,10 @@ from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
 from realtime_voicebot.fake.synth import silence, speech_like
 from realtime_voicebot.fake.vad import level_dbfs, threshold_dbfs
+from realtime_voicebot.testing import scaled
 
 from .app_harness import Running, settings_for, start_bot
 from .rig import RATE, MonitorRecorder, echo_path, rig_problem, speak_into_mic
-from .waiting import eventually
 
 pytestmark = [pytest.mark.audio]
 
@@ -58,7 +58,7 @@ def rig() -> None:
 async def speaker_monitor(rig: None) -> AsyncIterator[MonitorRecorder]:
     recorder = MonitorRecorder("vspk.monitor").start()
     try:
-        await asyncio.to_thread(recorder.wait_samples, RATE // 10, 10)
+        await asyncio.to_thread(recorder.wait_samples, RATE // 10, scaled(10))
         yield recorder
     finally:
         recorder.stop()
@@ -68,16 +68,16 @@ async def devices_running(running: Running) -> tuple[SoundDevicePlayer, Micropho
     """Wait until the bot's devices exist and their callbacks run steadily.
 
     PortAudio on the rig delivers a few callbacks at once after a stream opens, then pauses;
-    speaking before that would be heard late.
+    speaking before that would be heard late. Every microphone block the bot reads reaches
+    the fake server, whose event wakes the wait: the condition is checked on each block.
     """
     bot = running.bot
-    await eventually(lambda: bot.audio_in is not None and bot.audio_out is not None, 10)
+    await running.until(lambda: bot.audio_in is not None and bot.audio_out is not None, 10)
     player, mic = bot.audio_out, bot.audio_in
     assert isinstance(player, SoundDevicePlayer), "build_audio should open the real speaker"
     assert isinstance(mic, MicrophoneInput), "build_audio should open the real microphone"
-    await eventually(
-        lambda: mic.blocks_read >= 25 and player.tap.total_samples >= player.sample_rate,
-        timeout_s=10,
+    await running.until(
+        lambda: mic.blocks_read >= 25 and player.tap.total_samples >= player.sample_rate, 10
     )
     return player, mic
 
@@ -113,18 +113,18 @@ async def test_spoken_turn_reply_heard_and_barge_in_truncates_at_what_was_heard(
         assert user[0].audio_ms >= 900
 
         # 2. The reply is heard on the speaker.
-        onset = await asyncio.to_thread(monitor.wait_onset, since, 10)
-        await asyncio.to_thread(monitor.wait_samples, onset + RATE, 10)
+        onset = await asyncio.to_thread(monitor.wait_onset, since, scaled(10))
+        await asyncio.to_thread(monitor.wait_samples, onset + RATE, scaled(10))
         heard = monitor.samples[onset : onset + RATE]
         assert level_dbfs(heard) > -35, "the reply should be clearly audible on vspk.monitor"
         reply = next(i for i in session.items if i.role == "assistant")
         assert player.first_sample_at(reply.id) is not None
 
         # 3. Talking over it stops playback; the truncate says how much was heard.
-        await asyncio.to_thread(monitor.wait_samples, onset + round(1.5 * RATE), 10)
+        await asyncio.to_thread(monitor.wait_samples, onset + round(1.5 * RATE), scaled(10))
         speak_into_mic(utterance(0.6, seed=2))
         await running.wait_for(lambda: count(session, "conversation.item.truncate", sent=False))
-        burst = await asyncio.to_thread(monitor.wait_quiet, since, 300, 10)
+        burst = await asyncio.to_thread(monitor.wait_quiet, since, 300, scaled(10))
         latency_ms = player.output_latency_s * 1000
         assert await running.stop() == 0
 
@@ -150,6 +150,9 @@ needs_aec = pytest.mark.skipif(
     importlib.util.find_spec("livekit") is None, reason="aec needs the [aec] extra (livekit)"
 )
 ECHO_VOLUME_PERCENT = 50
+ECHO_TAIL_S = 0.5
+"""Microphone audio after a reply's end still to be judged: output latency, the loopback and
+the server VAD's prefix, with room to spare."""
 VAD_THRESHOLD = 0.4  # -46 dBFS; the echo peaks about 10 dB above it on the rig
 
 
@@ -181,7 +184,7 @@ async def test_echo_of_the_reply_does_not_interrupt_it(
                 speak_into_mic(utterance(0.8, seed=1))
                 await running.wait_for(lambda: any(i.role == "assistant" for i in session.items))
                 reply = next(i for i in session.items if i.role == "assistant")
-                await eventually(lambda: player.first_sample_at(reply.id) is not None, 10)
+                await asyncio.wait_for(player.wait_played(reply.id, BLOCK_MS), scaled(10))
                 started = player.first_sample_at(reply.id)
                 assert started is not None
                 if echo == "off":
@@ -190,7 +193,11 @@ async def test_echo_of_the_reply_does_not_interrupt_it(
                         lambda: count(session, "conversation.item.truncate", sent=False)
                     )
                 else:
-                    assert await asyncio.wait_for(player.wait_finished(reply.id), 15)
+                    assert await asyncio.wait_for(player.wait_finished(reply.id), scaled(15))
+                    # Whatever the reply's echo made the server's VAD say has been said once
+                    # the server has judged the microphone audio until well after its end.
+                    heard_until = session.input_samples + round(ECHO_TAIL_S * RATE)
+                    await running.wait_for(lambda: session.input_samples >= heard_until)
                 echo_heard = mic_monitor.samples[mic_monitor.sample_at(started) :]
                 assert await running.stop() == 0
     finally:

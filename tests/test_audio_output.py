@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from realtime_voicebot.audio.output import AudioPlayer, PlaybackTap, WavFilePlayer
+from realtime_voicebot.testing import scaled
 
 RATE = 24000
 
@@ -348,7 +349,7 @@ async def test_wait_finished_from_a_callback_thread() -> None:
     thread = threading.Thread(target=device)
     thread.start()
     try:
-        assert await asyncio.wait_for(player.wait_finished("a"), 5) is True
+        assert await asyncio.wait_for(player.wait_finished("a"), scaled(5)) is True
     finally:
         stop.set()
         thread.join()
@@ -363,7 +364,7 @@ async def test_wait_finished_returns_false_on_flush() -> None:
     waiter = asyncio.create_task(player.wait_finished("a"))
     await asyncio.sleep(0)
     player.flush()
-    assert await asyncio.wait_for(waiter, 5) is False
+    assert await asyncio.wait_for(waiter, scaled(5)) is False
 
 
 def test_tap_records_everything_pulled() -> None:
@@ -405,12 +406,12 @@ async def test_wav_file_player_writes_the_interrupted_reply(tmp_path: Path) -> N
         for start in range(0, first.shape[0], 480):
             player.write("a", first[start : start + 480].tobytes())
         player.end_item("a")
-        await asyncio.wait_for(player.reached.wait(), 5)
+        await asyncio.wait_for(player.reached.wait(), scaled(5))
         assert player.flush() == "a"
         played_a = round(player.played_ms("a") * RATE / 1000)
         player.write("b", second.tobytes())
         player.end_item("b")
-        assert await asyncio.wait_for(player.wait_finished("b"), 5)
+        assert await asyncio.wait_for(player.wait_finished("b"), scaled(5))
     finally:
         await player.stop()
     with wave.open(str(path), "rb") as wav:
@@ -435,7 +436,7 @@ async def test_wav_file_player_can_follow_the_wall_clock(tmp_path: Path) -> None
     )
     await player.start()
     try:
-        await asyncio.wait_for(player.reached.wait(), 5)
+        await asyncio.wait_for(player.reached.wait(), scaled(5))
     finally:
         await player.stop()
     with wave.open(str(path), "rb") as wav:

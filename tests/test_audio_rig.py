@@ -15,6 +15,7 @@ import pytest
 
 from realtime_voicebot.audio.input import MicrophoneInput
 from realtime_voicebot.audio.output import SoundDevicePlayer
+from realtime_voicebot.testing import scaled
 
 from .rig import rig_problem
 
@@ -66,7 +67,7 @@ async def test_sound_device_player_is_heard_on_the_speaker(rig: None) -> None:
         for start in range(0, audio.shape[0], 480):
             player.write("a", audio[start : start + 480].tobytes())
         player.end_item("a")
-        assert await asyncio.wait_for(player.wait_finished("a"), 10)
+        assert await asyncio.wait_for(player.wait_finished("a"), scaled(10))
         assert player.played_ms("a") == pytest.approx(1000, abs=1)
         assert player.first_sample_at("a") is not None
 
@@ -83,7 +84,7 @@ async def test_sound_device_player_is_heard_on_the_speaker(rig: None) -> None:
                 if sum(windows) >= 5:
                     return
 
-        await asyncio.wait_for(hear_tone(), 10)
+        await asyncio.wait_for(hear_tone(), scaled(10))
     finally:
         await player.stop()
         recorder.terminate()
@@ -114,7 +115,7 @@ async def test_microphone_hears_audio_played_into_vmic(rig: None, tmp_path: Path
                     tone_blocks += 1
             return blocks
 
-        await asyncio.wait_for(hear_tone(), 10)
+        await asyncio.wait_for(hear_tone(), scaled(10))
         assert mic.level_dbfs > -30
         assert mic.callback_errors == 0
     finally:

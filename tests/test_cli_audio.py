@@ -14,7 +14,7 @@ from realtime_voicebot.app import RunOptions, VoiceBot
 from realtime_voicebot.audio import devices
 from realtime_voicebot.cli import app
 from realtime_voicebot.config import load_settings
-from realtime_voicebot.testing import RecordingView
+from realtime_voicebot.testing import RecordingView, scaled
 
 from .rig import rig_problem
 
@@ -87,7 +87,7 @@ async def test_run_without_a_usable_device_falls_back_to_text_mode(tmp_path: Pat
     lines.put_nowait(None)
     view = RecordingView()
     bot = VoiceBot(settings, RunOptions(fake_server=True, text_lines=lines), view)
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(scaled(20)):
         assert await bot.run() == 0
     fallback = [n for n in view.notices if "falling back to text mode" in n]
     assert len(fallback) == 1, view.notices

@@ -26,11 +26,10 @@ from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.synth import silence, speech_like
 from realtime_voicebot.metrics import SPEECH_END_TO_FIRST_DELTA
-from realtime_voicebot.testing import PushInput
+from realtime_voicebot.testing import PushInput, scaled
 
 from .app_harness import fake_config, settings_for, start_bot, write_wav
 from .test_cli_run import VOICEBOT, clean_env, run_cli
-from .waiting import eventually
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -130,8 +129,8 @@ async def test_the_view_gets_level_window_latency_cost_and_the_summary(tmp_path:
             audio_in=wav,
             audio_out=player,
         )
-        await eventually(lambda: len(running.view.assistant) == 1, 10)
-        await eventually(lambda: running.view.statuses[-1:] == ["listening"], 5)
+        await running.until(lambda: len(running.view.assistant) == 1, 10)
+        await running.until(lambda: running.view.statuses[-1:] == ["listening"], 5)
         assert await running.stop() == 0
 
     view = running.view
@@ -165,10 +164,11 @@ async def test_typed_lines_are_text_turns_in_voice_mode(tmp_path: Path) -> None:
         )
         session = await running.session(1)
         await lines.put("typed while the mic is open")
-        await eventually(lambda: len(running.view.assistant) == 1, 10)
+        await running.until(lambda: len(running.view.assistant) == 1, 10)
         await lines.put(None)  # the end of typed input does not end a voice run
         mic.pause(0.2)
-        await eventually(lambda: mic._queue.empty(), 5)
+        # Each block the bot reads reaches the server, whose event wakes the wait.
+        await running.until(lambda: mic._queue.empty(), 5)
         assert not running.task.done()
         assert await running.stop() == 0
 
@@ -198,9 +198,11 @@ async def test_typing_while_the_bot_speaks_interrupts_it(tmp_path: Path) -> None
         session = await running.session(1)
         mic.say(0.8)
         mic.pause(0.8)
-        await eventually(lambda: player.is_audible, 10)
+        await running.until(lambda: any(i.role == "assistant" for i in session.items), 10)
+        reply_id = next(i.id for i in session.items if i.role == "assistant")
+        assert await asyncio.wait_for(player.wait_played(reply_id, 100), scaled(10))
         await lines.put("stop please")
-        await eventually(lambda: len(running.view.assistant) == 2, 15)
+        await running.until(lambda: len(running.view.assistant) == 2, 15)
         assert await running.stop() == 0
 
     types = session.received_types()
@@ -226,7 +228,7 @@ class Terminal:
         return ANSI.sub("", self.raw.decode(errors="replace"))
 
     def wait_for(self, needle: str, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + scaled(timeout_s)
         while needle not in self.text:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -277,7 +279,7 @@ def test_on_a_terminal_the_live_console_draws_and_typed_lines_are_turns(tmp_path
         screen.wait_for("bot: You said: typed on the keyboard")
         proc.send_signal(signal.SIGINT)
         screen.wait_for("session summary")
-        assert proc.wait(10) == 0, (tmp_path / "stderr.txt").read_text()
+        assert proc.wait(scaled(10)) == 0, (tmp_path / "stderr.txt").read_text()
         screen.drain()
     finally:
         if proc.poll() is None:

@@ -15,7 +15,7 @@ import pytest
 
 from realtime_voicebot.app import RunOptions
 from realtime_voicebot.audio.output import WavFilePlayer
-from realtime_voicebot.core.recap import is_recap
+from realtime_voicebot.core.recap import read_recap
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.testing import PushInput
@@ -32,7 +32,6 @@ from .test_compaction_e2e import (
     user_line,
     validate_sent,
 )
-from .waiting import eventually
 
 
 @pytest.mark.parametrize("how", ["drop", "expiry"])
@@ -52,7 +51,7 @@ async def test_new_session_holds_summary_and_recent_turns_and_replies_in_audio(
         observer = await started(running)
         for n in range(turns):
             await spoken_turn(running, mic, player, n)
-        await eventually(lambda: not observer.compactor.in_flight, 10)
+        await running.until(lambda: not observer.compactor.in_flight, 10)
         assert observer.compactor.stats.compactions >= 1
         first = observer.session
         conversation = running.bot.core.conversation
@@ -65,10 +64,10 @@ async def test_new_session_holds_summary_and_recent_turns_and_replies_in_audio(
         else:
             await server.expire_session()
         second = await running.session(2)
-        await eventually(lambda: running.bot.core.session_number == 2)
+        await running.until(lambda: running.bot.core.session_number == 2)
         mic.say(0.8, seed=turns)
         mic.pause(0.8)
-        await eventually(lambda: len(running.view.assistant) > turns, 10)
+        await running.until(lambda: len(running.view.assistant) > turns, 10)
         assert await running.stop() == 0
 
     assert first.ended_by == ("dropped" if how == "drop" else "expired")
@@ -81,7 +80,8 @@ async def test_new_session_holds_summary_and_recent_turns_and_replies_in_audio(
     assert recent == carried and len(carried) == 2
     creates = [e for e in second.received if e["type"] == "conversation.item.create"]
     assert len(creates) == 1
-    assert second.items[0].role == "system" and is_recap(second.items[0].text)
+    assert second.items[0].role == "system"
+    assert read_recap(second.items[0].text)[0] == summary  # a recap (else ValueError)
     # The next reply is audio: deltas streamed and played.
     reply = second.items[-1]
     assert reply.role == "assistant" and reply.text == reply_line(turns)
@@ -119,7 +119,7 @@ async def _typed_run(
     await running.session(number)
     for n, line in enumerate(lines):
         await queue.put(line)
-        await eventually(lambda n=n: len(running.view.assistant) > n, 10)
+        await running.until(lambda n=n: len(running.view.assistant) > n, 10)
     await queue.put(None)
     assert await running.finish() == 0
 

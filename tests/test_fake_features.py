@@ -20,6 +20,7 @@ import pytest
 from realtime_voicebot.fake import FakeRealtimeServer, FakeServerConfig, Faults, McpCall, Scenario
 from realtime_voicebot.fake.session import IDLE_PROMPT, FakeSession
 from realtime_voicebot.fake.synth import silence, speech_like
+from realtime_voicebot.testing import scaled
 from realtime_voicebot.transport import events as ev
 from tests.fake_harness import JSON, Client, beta_session, connect_client, ga_session
 from tests.images import png_bytes
@@ -64,7 +65,7 @@ def utterance(speech_s: float, lead_s: float = 0.3, tail_s: float = 0.8, seed: i
 
 async def settled(server: FakeRealtimeServer, session: FakeSession, ms: float) -> None:
     """Wait until the session has handled ``ms`` of input audio."""
-    await server.wait_for(lambda: session.input_ms >= ms)
+    await server.wait_for(lambda: session.input_ms >= ms, scaled(5))
 
 
 async def create_text(client: Client, text: str) -> str:
@@ -278,9 +279,10 @@ async def test_push_to_talk_turns(make_server: MakeServer, dialect: str) -> None
         ):
             await client.send_audio(utterance(0.8, seed=number))
             await settled(server, session, (number + 1) * 1900)
-            assert len(session.responses) == number  # speech alone starts nothing
             await client.send(ev.input_audio_commit())
             committed, _ = await client.recv_until("input_audio_buffer.committed")
+            # Frames are handled in order: every append was handled before the commit.
+            assert len(session.responses) == number  # speech alone starts nothing
             completed, _ = await client.recv_until(
                 "conversation.item.input_audio_transcription.completed"
             )
@@ -321,7 +323,9 @@ async def test_client_owned_turn_taking(make_server: MakeServer) -> None:
         assert "input_audio_buffer.committed" in types
         assert done["response"]["id"] == delta["response_id"]
         assert done["response"]["status"] == "completed"
-        await server.wait_for(lambda: len(session.items) == 3 and session.items[2].text != "")
+        await server.wait_for(
+            lambda: len(session.items) == 3 and session.items[2].text != "", scaled(5)
+        )
         assert len(session.responses) == 1
         assert [v.role for v in session.items] == ["user", "assistant", "user"]
         assert session.items[2].text == "Mm-hm."

@@ -19,11 +19,12 @@ from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from realtime_voicebot.fake import FakeRealtimeServer, FakeServerConfig, Scenario
 from realtime_voicebot.fake.synth import silence, speech_like
+from realtime_voicebot.testing import scaled
 from tests.fake_harness import ga_session
 from tests.spec import validate_server
 
 JSON = dict[str, Any]
-WAIT_S = 5.0
+WAIT_S = scaled(5.0)
 
 
 class SdkEvents:

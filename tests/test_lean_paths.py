@@ -12,9 +12,14 @@ import json
 import numpy as np
 import pytest
 
-from realtime_voicebot.audio.echo import ReferenceMeter, reference_level_dbfs
+from realtime_voicebot.audio.echo import ReferenceMeter
 from realtime_voicebot.audio.output import PlaybackTap
-from realtime_voicebot.audio.resample import DBFS_FLOOR, rms_dbfs
+from realtime_voicebot.audio.resample import (
+    DBFS_FLOOR,
+    PCM16_FULL_SCALE_SQUARED,
+    mean_square_dbfs,
+    rms_dbfs,
+)
 from realtime_voicebot.core.conversation import RESPONSES_KEPT
 from realtime_voicebot.transport import events as ev
 
@@ -33,6 +38,17 @@ def bursts(blocks: int, block: int, seed: int) -> list[np.ndarray]:
     return [
         np.clip(rng.normal(0.0, level, block), -32768, 32767).astype(np.int16) for level in levels
     ]
+
+
+def reference_level_dbfs(reference: np.ndarray, frame_samples: int) -> float:
+    """The loudest frame's RMS level in a stretch of played audio, measured in full: what
+    `ReferenceMeter` must match."""
+    frames = reference.shape[0] // frame_samples
+    if frames == 0:
+        return rms_dbfs(reference)
+    shaped = reference[: frames * frame_samples].astype(np.float64).reshape(frames, frame_samples)
+    loudest = float(np.max(np.einsum("ij,ij->i", shaped, shaped))) / frame_samples
+    return mean_square_dbfs(loudest / PCM16_FULL_SCALE_SQUARED)
 
 
 @pytest.mark.parametrize("block", [FRAME, 240, 720])

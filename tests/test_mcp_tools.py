@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from realtime_voicebot.config import load_settings
+from realtime_voicebot.testing import scaled
 from realtime_voicebot.tools import Tool, ToolError, ToolRegistry, ToolRunner
 from realtime_voicebot.tools.mcp import (
     McpToolsChanged,
@@ -33,7 +34,7 @@ from realtime_voicebot.transport.events import Dialect, session_update
 from .spec import validate_client
 
 SERVER = Path(__file__).with_name("mcp_server.py")
-WAIT_S = 20.0  # a server start imports the SDK: about a second, more on a busy machine
+WAIT_S = scaled(20.0)  # a server start imports the SDK: about a second, more on a busy machine
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -85,7 +86,7 @@ async def started(
     registry.add_source(source)
     try:
         problems = await source.start()
-        yield source, registry, ToolRunner(registry, timeout_s=30.0), problems
+        yield source, registry, ToolRunner(registry, timeout_s=scaled(30.0)), problems
     finally:
         await source.aclose()
 
@@ -260,10 +261,12 @@ async def test_server_dying_mid_call_is_answered_and_restarted_on_demand() -> No
 
 
 async def test_slow_call_times_out_and_the_server_keeps_answering() -> None:
-    async with started([stdio("notes")], call_timeout_s=0.5) as (source, _, runner, _):
+    # The limit every call must keep, the quick one after too: scaled for a slow machine.
+    limit = scaled(0.5)
+    async with started([stdio("notes")], call_timeout_s=limit) as (source, _, runner, _):
         slow = await call(runner, "notes__hang")
         assert slow.outcome == "timeout"
-        assert "did not answer hang within 0.5 s" in slow.output
+        assert f"did not answer hang within {limit:g} s" in slow.output
         assert (await call(runner, "notes__add", a=3, b=4)).output == "7"
         counts = source.snapshot()["servers"]["notes"]
         assert (counts["timeouts"], counts["stops"]) == (1, 0)

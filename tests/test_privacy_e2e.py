@@ -32,11 +32,10 @@ from realtime_voicebot.cli import app as cli_app
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.logging import configure_logging
-from realtime_voicebot.testing import PushInput
+from realtime_voicebot.testing import PushInput, scaled
 from realtime_voicebot.transport.endpoint import build_endpoint
 
 from .app_harness import Running, fake_config, settings_for, start_bot
-from .waiting import eventually
 
 KEY = "sk-proj-Privacy0Canary7f3b9c2d1e0a4b5c6d7e8f9A"
 KEY_PARTS = (KEY, KEY[8:], KEY[-16:])  # the whole key, and any long piece of it
@@ -65,7 +64,7 @@ def transcript_records(path: Path) -> list[dict[str, Any]]:
 
 
 async def replies(running: Running, count: int) -> None:
-    await eventually(lambda: len(running.view.assistant) >= count, timeout_s=10)
+    await running.until(lambda: len(running.view.assistant) >= count, timeout_s=10)
 
 
 @pytest.mark.parametrize("log_format", ["json", "console"])
@@ -149,7 +148,7 @@ async def run_cli(args: list[str], stdin: bytes, env: dict[str, str]) -> tuple[i
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(scaled(20)):
         out, err = await process.communicate(stdin)
     assert process.returncode is not None
     return process.returncode, out.decode() + err.decode()

@@ -23,7 +23,6 @@ from realtime_voicebot.files import (
 from realtime_voicebot.transcript import TranscriptWriter
 
 from .app_harness import fake_config, settings_for, start_bot
-from .waiting import eventually
 
 
 @pytest.fixture(autouse=True)
@@ -126,7 +125,7 @@ async def test_transcript_on_dev_full_keeps_the_metrics_file(tmp_path: Path) -> 
         lines: asyncio.Queue[str | None] = asyncio.Queue()
         running = start_bot(server, settings, RunOptions(text=True, text_lines=lines))
         await lines.put("hello there")
-        await eventually(lambda: running.view.assistant, 10)
+        await running.until(lambda: running.view.assistant, 10)
         await lines.put(None)
         await running.finish()
     assert json.loads(metrics.read_text())["turns"] == 1

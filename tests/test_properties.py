@@ -30,7 +30,7 @@ from realtime_voicebot.app import RunOptions, VoiceBot
 from realtime_voicebot.config import load_settings
 from realtime_voicebot.core import SessionCore
 from realtime_voicebot.core.conversation import Conversation as Mirror
-from realtime_voicebot.testing import RecordingView
+from realtime_voicebot.testing import RecordingView, scaled
 from realtime_voicebot.tools.runner import ToolResult
 from realtime_voicebot.transport.events import (
     IGNORED_WIRE_TYPES,
@@ -239,6 +239,11 @@ def feed_app(tmp: Path, events: list[ServerEvent]) -> tuple[VoiceBot, list[str]]
             for event in events:
                 bot._on_transport(event)  # what the client hands the app
                 await asyncio.sleep(0)  # let spawned tasks (tools, summaries) take a step
+            # Every task the events started (and the tasks those started) has ended, so a
+            # failure of any of them has been counted before the check.
+            async with asyncio.timeout(scaled(10)):
+                while spawned := asyncio.all_tasks() - {asyncio.current_task()}:
+                    await asyncio.wait(spawned)
         finally:
             await bot._shutdown()
         return bot

@@ -18,7 +18,6 @@ from realtime_voicebot.testing import PushInput
 
 from .app_harness import fake_config, settings_for, spoken_turn, start_bot
 from .planted_facts import FACTS, facts_held, filler_sentences, planted_turns
-from .waiting import eventually
 
 THRESHOLD = 250
 
@@ -37,7 +36,7 @@ async def test_spoken_facts_survive_ten_compactions(tmp_path: Path) -> None:
         compactor, conversation = running.bot.core.compactor, running.bot.core.conversation
         for n in range(len(turns)):
             await spoken_turn(running, mic, player, n)
-        await eventually(
+        await running.until(
             lambda: not compactor.in_flight and conversation.order == session.conversation.ids,
             10,
         )

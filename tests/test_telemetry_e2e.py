@@ -8,6 +8,7 @@ side: with telemetry off, the same providers get nothing at all.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,11 @@ from realtime_voicebot.audio.output import WavFilePlayer
 from realtime_voicebot.fake.scenario import Scenario, ToolCall
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.metrics import LATENCY_NAMES
-from realtime_voicebot.testing import PushInput
+from realtime_voicebot.testing import PushInput, scaled
 from realtime_voicebot.testing import start_bot as start_typing_bot
 from realtime_voicebot.tools import Tool
 
 from .app_harness import Running, fake_config, settings_for, start_bot
-from .waiting import eventually
 
 STORY = "Once upon a time a fox lived by a river and talked all day long. " * 4
 SCENARIO = Scenario(
@@ -98,19 +98,19 @@ async def converse(running: Running, mic: PushInput, player: WavFilePlayer) -> N
     view = running.view
     await running.session(1)
     mic.say(0.6, seed=1, pause_s=0.8)
-    await eventually(lambda: len(view.assistant) >= 1, 10)
-    await eventually(lambda: not player.is_audible and player.playing_item_id is None, 10)
+    await running.until(lambda: len(view.assistant) >= 1, 10)
+    await running.until(lambda: not player.is_audible and player.playing_item_id is None, 10)
     running.server.config.speed = 1.0  # the story streams in real time: there is time to cut
     mic.say(0.6, seed=2, pause_s=0.8)
-    await eventually(lambda: player.playing_item_id is not None, 10)
+    await running.until(lambda: player.playing_item_id is not None, 10)
     story_id = player.playing_item_id
     assert story_id is not None
-    await eventually(lambda: player.played_ms(story_id) >= 300, 10)
+    assert await asyncio.wait_for(player.wait_played(story_id, 300), scaled(10))
     mic.say(0.6, seed=3, pause_s=0.8)  # barge-in
-    await eventually(lambda: len(view.assistant) >= 3, 15)
-    await eventually(lambda: view.compactions, 15)
-    await eventually(lambda: not player.is_audible and player.playing_item_id is None, 15)
-    await eventually(lambda: not running.bot.core.compactor.in_flight, 10)
+    await running.until(lambda: len(view.assistant) >= 3, 15)
+    await running.until(lambda: view.compactions, 15)
+    await running.until(lambda: not player.is_audible and player.playing_item_id is None, 15)
+    await running.until(lambda: not running.bot.core.compactor.in_flight, 10)
 
 
 async def test_span_tree_of_a_conversation_with_a_tool_call_a_barge_in_and_a_compaction(

@@ -15,6 +15,7 @@ import pytest
 from realtime_voicebot.config import load_settings
 from realtime_voicebot.core import actions as a
 from realtime_voicebot.core.tool_calls import ToolCalls, ToolCallStats
+from realtime_voicebot.testing import scaled
 from realtime_voicebot.tools import Tool, ToolError, ToolRegistry, ToolRunner
 from realtime_voicebot.tools.builtin import build_registry
 from realtime_voicebot.tools.builtin.current_time import current_time_tool
@@ -38,7 +39,7 @@ from realtime_voicebot.transport.events import (
 from .spec import validate_client, validate_server
 
 DIALECTS: list[Dialect] = ["ga", "beta"]
-WAIT_S = 2.0
+WAIT_S = scaled(2.0)
 _ids = itertools.count(1)
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -175,12 +176,6 @@ class Wire:
         return [e["type"] for e in self.sent]
 
 
-async def settle() -> None:
-    """Let every ready task run a few steps (no timed sleep)."""
-    for _ in range(20):
-        await asyncio.sleep(0)
-
-
 class ToolHarness:
     """The core's call bookkeeping (`ToolCalls`) and the `ToolRunner`, wired as the app
     wires them: `RunTool` starts a task, its result goes back to the bookkeeping, `Send`
@@ -239,7 +234,7 @@ async def make() -> Any:
     handlers: list[ToolHarness] = []
 
     async def _make(
-        registry: ToolRegistry, dialect: Dialect = "ga", timeout_s: float = 10.0
+        registry: ToolRegistry, dialect: Dialect = "ga", timeout_s: float = scaled(10.0)
     ) -> tuple[ToolHarness, Wire]:
         wire = Wire(dialect)
         handler = ToolHarness(registry, wire, timeout_s)
@@ -400,7 +395,7 @@ async def test_single_call_answered_after_response_done(make: Make, dialect: Dia
     handler, wire = await make(registry, dialect)
     events, items = call_events(dialect, "resp_1", [("call_1", "weather", '{"city": "Paris"}')])
     wire.feed(handler, events)
-    await settle()
+    await asyncio.wait_for(handler.join(), WAIT_S)  # the tool ran and its result came back
     assert seen == [{"city": "Paris", "unit": "C"}]  # the tool ran at .done ...
     assert wire.sent == []  # ... but nothing is sent before the response is done
     wire.feed(handler, [response_done(dialect, "resp_1", items)])
@@ -434,7 +429,7 @@ async def test_two_calls_answered_before_one_response_create(make: Make, dialect
         dialect, "resp_2", [("call_a", "fast", '{"x": 1}'), ("call_b", "slow", '{"x": 5}')]
     )
     wire.feed(handler, [*events, response_done(dialect, "resp_2", items)])
-    await settle()
+    await asyncio.wait_for(handler.tasks["call_a"], WAIT_S)  # the fast one's result came back
     assert ClientEventType.RESPONSE_CREATE not in wire.types()
     gate.set()
     await wire.wait_created()

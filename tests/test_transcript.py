@@ -13,6 +13,7 @@ import pytest
 from realtime_voicebot.core.compaction import Compaction, CompactionPolicy
 from realtime_voicebot.core.conversation import Conversation as Mirror
 from realtime_voicebot.core.recap import read_recap, seed_text
+from realtime_voicebot.testing import scaled
 from realtime_voicebot.transcript import (
     TranscriptWriter,
     default_transcript_path,
@@ -50,7 +51,8 @@ async def test_writes_are_flushed_without_blocking_the_loop(tmp_path: Path) -> N
     # Flushed at once: readable while the writer is still open.
     [record] = read_records(path)
     assert record["text"] == "héllo" and record["item_id"] == "u1" and "ts" in record
-    writer.write_many({"type": "turn", "item_id": f"u{n}", "text": str(n)} for n in range(2, 500))
+    for n in range(2, 500):
+        writer.write({"type": "turn", "item_id": f"u{n}", "text": str(n)})
     await writer.aclose()
     records = read_records(path)
     assert [r["item_id"] for r in records] == [f"u{n}" for n in range(1, 500)]
@@ -62,7 +64,7 @@ async def test_writes_are_flushed_without_blocking_the_loop(tmp_path: Path) -> N
 def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
     writer = TranscriptWriter(tmp_path / "t.jsonl", max_queue=2)
     stall = threading.Event()
-    writer.redact = lambda text: (stall.wait(5), text)[1]  # a disk that cannot keep up
+    writer.redact = lambda text: (stall.wait(scaled(5)), text)[1]  # a disk that cannot keep up
     accepted = [writer.write({"type": "turn", "text": str(n)}) for n in range(10)]
     assert accepted.count(False) == writer.dropped > 0
     stall.set()

@@ -23,7 +23,6 @@ from .app_harness import Running, fake_config, settings_for, start_bot
 from .spec import validate_client
 from .state_helpers import Conversation
 from .test_compaction_e2e import transcript_records, turn_texts, validate_sent
-from .waiting import eventually
 
 JSON = dict[str, object]
 
@@ -159,7 +158,7 @@ async def start_typing(
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     running = start_bot(server, settings, RunOptions(text=True, text_lines=lines))
     await running.session(1)
-    await eventually(lambda: running.bot.client is not None and running.bot.client.connected)
+    await running.until(lambda: running.bot.client is not None and running.bot.client.connected)
     return running, lines
 
 
@@ -190,15 +189,15 @@ async def test_line_sent_right_before_a_drop_reaches_the_next_session(tmp_path: 
     async with FakeRealtimeServer(fake_config()) as server:
         running, lines = await start_typing(server, tmp_path)
         await lines.put("hello")
-        await eventually(lambda: len(running.view.assistant) == 1, 10)
+        await running.until(lambda: len(running.view.assistant) == 1, 10)
         first = server.sessions[0]
         first.faults.drop_on_client_event = "conversation.item.create"
         await lines.put("what time is it")
         second = await running.session(2)
-        await eventually(lambda: len(running.view.assistant) == 2, 10)
+        await running.until(lambda: len(running.view.assistant) == 2, 10)
         (typed_id, _) = received_creates(first)[-1]
         await lines.put("thanks")  # the conversation goes on in the new session
-        await eventually(lambda: len(running.view.assistant) == 3, 10)
+        await running.until(lambda: len(running.view.assistant) == 3, 10)
         assert await running.stop() == 0
 
     assert first.ended_by == "dropped"
@@ -224,7 +223,7 @@ async def test_line_owed_a_reply_at_rollover_is_answered_by_the_new_session(
         first.faults = Faults(response_delay_s=30.0)
         await lines.put("what time is it")
         second = await running.session(2)
-        await eventually(lambda: len(running.view.assistant) == 1, 10)
+        await running.until(lambda: len(running.view.assistant) == 1, 10)
         assert await running.stop() == 0
 
     assert first.ended_by == "client" and running.bot.client is not None

@@ -16,6 +16,7 @@ import pytest
 
 import realtime_voicebot
 from realtime_voicebot.config import load_settings
+from realtime_voicebot.testing import scaled
 from realtime_voicebot.tools import ToolError, ToolRunner
 from realtime_voicebot.tools.builtin import build_registry
 from realtime_voicebot.tools.user import (
@@ -202,17 +203,19 @@ async def test_results_are_capped_and_non_json_results_are_errors() -> None:
 async def test_sync_tools_run_in_a_bounded_number_of_daemon_threads() -> None:
     release = threading.Event()
     entered = threading.Event()
+    ran_in: list[threading.Thread] = []
 
     def wait_for_release() -> str:
         """Blocks until released."""
+        ran_in.append(threading.current_thread())
         entered.set()
-        release.wait(10)
+        release.wait(scaled(10))
         return "released"
 
     threads = SyncToolThreads(max_threads=1)
     blocking = user_tool(wait_for_release, where="test", threads=threads)
     first = asyncio.create_task(blocking.function())
-    await asyncio.to_thread(entered.wait, 10)
+    await asyncio.to_thread(entered.wait, scaled(10))
     assert threads.running == 1
     with pytest.raises(ToolError, match="still running; try again later"):
         await blocking.function()
@@ -231,8 +234,10 @@ async def test_sync_tools_run_in_a_bounded_number_of_daemon_threads() -> None:
     assert result.outcome == "timeout"
     assert threads.running == 1
     release.set()
-    while threads.running:  # noqa: ASYNC110 - the thread's end is posted to the loop
-        await asyncio.sleep(0.005)
+    # The thread hands its end to the loop before it ends; this wait's own end is handed over
+    # after that, so the slot is free when it returns.
+    await asyncio.to_thread(ran_in[-1].join, scaled(10))
+    assert threads.running == 0
 
 
 # --- entry points ------------------------------------------------------------------------------

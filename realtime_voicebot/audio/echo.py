@@ -57,16 +57,6 @@ class PassThrough:
         return {"blocks": self.blocks}
 
 
-def reference_level_dbfs(reference: Int16Array, frame_samples: int) -> float:
-    """The loudest frame's RMS level in a stretch of played audio (robust to echo delay)."""
-    frames = reference.shape[0] // frame_samples
-    if frames == 0:
-        return rms_dbfs(reference)
-    shaped = reference[: frames * frame_samples].astype(np.float64).reshape(frames, frame_samples)
-    loudest = float(np.max(np.einsum("ij,ij->i", shaped, shaped))) / frame_samples
-    return mean_square_dbfs(loudest / PCM16_FULL_SCALE_SQUARED)
-
-
 class ReferenceMeter:
     """The loudest frame of the last `window_samples` played, updated incrementally.
 

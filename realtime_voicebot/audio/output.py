@@ -617,6 +617,8 @@ class AudioPlayer:
             self._call_on_loop(self._silenced_on_loop)
         for item in finished:
             self._notify_finished(item)
+        if self._played_watches:  # someone waits in `wait_played`: one check per block
+            self._fire_played_watches()
         return active
 
     def _fade_in(self, samples: Int16Array) -> None:
@@ -626,6 +628,55 @@ class AudioPlayer:
         ramp = np.arange(done + 1, done + count + 1) / self.fade_samples
         samples[:count] = np.rint(samples[:count] * ramp).astype(np.int16)
         self._fade_in_left -= count
+
+    # --- waiting for a played position ------------------------------------------------------
+
+    _played_watches: tuple[tuple[str, int, asyncio.Event], ...] = ()
+    """`wait_played` waiters: (item id, played samples to reach, event); replaced, not changed."""
+
+    async def wait_played(self, item_id: str, ms: float) -> bool:
+        """Wait until `played_ms` of the item reaches ``ms`` (True), or until it played to its
+        end or was flushed short of it (False). An item not written yet is waited for.
+
+        The device callback checks the waiters once per block and wakes one on the loop only
+        when its item got there, so a wait costs the callback nothing else.
+        """
+        self._bind_running_loop()
+        latency_ms = self.output_latency_s * 1000.0 if self.latency_compensation else 0.0
+        samples = round((ms + latency_ms) * self.sample_rate / 1000, 6)
+        target = int(samples) + (int(samples) < samples)  # rounded up
+        while True:
+            item = self._items.get(item_id)
+            if item is not None:
+                if self.played_ms(item_id) >= ms:
+                    return True
+                if item.finished or item.discarded:
+                    return False
+                # Reached in samples but not yet sounding (`real_time_pulls`): the next block.
+                target = max(target, item.played_samples + 1)
+            watch = (item_id, target, asyncio.Event())
+            with self._lock:
+                self._played_watches = (*self._played_watches, watch)
+            try:
+                await watch[2].wait()
+            finally:
+                with self._lock:
+                    self._played_watches = tuple(w for w in self._played_watches if w is not watch)
+
+    def _fire_played_watches(self) -> None:
+        """Callback side: wake the waiters whose item reached its target, ended or was flushed."""
+        with self._lock:
+            fired = []
+            for watch in self._played_watches:
+                item = self._items.get(watch[0])
+                if item is not None and (
+                    item.played_samples >= watch[1] or item.finished or item.discarded
+                ):
+                    fired.append(watch)
+            if fired:
+                self._played_watches = tuple(w for w in self._played_watches if w not in fired)
+        for _, _, event in fired:
+            self._call_on_loop(event.set)
 
     def _copy_from(self, item: _Item, out: Int16Array, pos: int, count: int) -> None:
         """Move `count` buffered samples of `item` into `out[pos:]` (lock held)."""

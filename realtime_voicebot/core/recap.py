@@ -68,10 +68,6 @@ def read_recap(text: str) -> tuple[str | None, list[str]]:
     return summary, recent
 
 
-def is_recap(text: str) -> bool:
-    return text.startswith(PREFACE)
-
-
 def seed_text(conversation: Conversation, max_chars: int = SEED_MAX_CHARS) -> str | None:
     """The seed of a new, empty session, or None when there is nothing to carry.
 

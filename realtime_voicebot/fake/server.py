@@ -157,18 +157,13 @@ class FakeRealtimeServer:
         """The newest session, open or closed."""
         return self.sessions[-1] if self.sessions else None
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float | None = 5.0) -> None:
         """Wait until ``predicate()`` holds; it is re-checked on every event in or out.
 
-        Raises TimeoutError after ``timeout_s`` seconds.
+        Raises TimeoutError after ``timeout_s`` seconds (None: no limit).
         """
         async with asyncio.timeout(timeout_s), self._changed:
             await self._changed.wait_for(predicate)
-
-    async def changed(self) -> None:
-        """Until the next event in or out of any session (or a session's start or end)."""
-        async with self._changed:
-            await self._changed.wait()
 
     async def wait_for_session(self, number: int = 1, timeout_s: float = 5.0) -> FakeSession:
         """The ``number``-th session (1-based), once its ``session.created`` has been sent."""
