@@ -42,6 +42,12 @@ from realtime_voicebot.fake.scenario import Scenario, ToolCall
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
 from realtime_voicebot.fake.synth import silence, speech_like
+from realtime_voicebot.tool_display import (
+    ApprovalShown,
+    ToolCallShown,
+    ToolListing,
+    ToolResultShown,
+)
 from realtime_voicebot.tools import Tool
 from realtime_voicebot.transport.events import PCM_RATE
 from realtime_voicebot.ui import ConversationView
@@ -135,6 +141,12 @@ class RecordingView(ConversationView):
     costs: list[float] = field(default_factory=list)
     compactions: list[tuple[int, int]] = field(default_factory=list)
     summaries: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: list[ToolCallShown] = field(default_factory=list)
+    tool_results: list[tuple[ToolCallShown, ToolResultShown]] = field(default_factory=list)
+    listings: list[ToolListing] = field(default_factory=list)
+    approvals: list[ApprovalShown] = field(default_factory=list)
+    approval_answers: list[tuple[ApprovalShown, bool, str]] = field(default_factory=list)
+    """(request, approved, how) of each answer."""
     closed: bool = False
 
     def user_said(self, text: str) -> None:
@@ -172,6 +184,21 @@ class RecordingView(ConversationView):
 
     def summary(self, data: dict[str, Any]) -> None:
         self.summaries.append(data)
+
+    def tool_started(self, call: ToolCallShown) -> None:
+        self.tool_calls.append(call)
+
+    def tool_finished(self, call: ToolCallShown, result: ToolResultShown) -> None:
+        self.tool_results.append((call, result))
+
+    def tools_listed(self, listing: ToolListing) -> None:
+        self.listings.append(listing)
+
+    def approval_requested(self, request: ApprovalShown) -> None:
+        self.approvals.append(request)
+
+    def approval_answered(self, request: ApprovalShown, approved: bool, how: str) -> None:
+        self.approval_answers.append((request, approved, how))
 
     def close(self) -> None:
         self.closed = True
