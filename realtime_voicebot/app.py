@@ -416,7 +416,7 @@ class VoiceBot:
         try:
             image = await load_image(target, question, self.settings)
         except ImageInputError as exc:
-            self.view.error(str(exc))
+            self._feed([a.ErrorReported("image_refused", str(exc))])
             return
         self._feed(self.core.image(image))
 
@@ -461,12 +461,12 @@ class VoiceBot:
         try:
             command = parse_image_command(line)
         except ImageInputError as exc:
-            self.view.error(str(exc))
+            self._feed([a.ErrorReported("image_refused", str(exc))])
             return
         if command is None:
             self._feed(self.core.typed_line(line))
         elif self.settings.dialect != "ga":
-            self.view.error(GA_ONLY)
+            self._feed([a.ErrorReported("image_needs_ga", GA_ONLY)])
         else:
             self.background.spawn(self._send_image(*command), "image")
 

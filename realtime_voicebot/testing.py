@@ -242,8 +242,8 @@ class Running:
             while not predicate():
                 if self.task.done():
                     raise RuntimeError(f"the bot stopped (exit {self.task.result()})")
-                waits = [
-                    asyncio.ensure_future(self.bot.changed.wait()),
+                waits: list[asyncio.Future[Any]] = [
+                    self.bot.changed.waiter(),
                     asyncio.ensure_future(self.server.changed()),
                     self.task,
                 ]

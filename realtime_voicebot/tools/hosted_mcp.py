@@ -104,9 +104,9 @@ def parse_hosted_spec(text: str) -> HostedMcpServer:
     elif re.match(r"^connector_[a-z0-9_]+$", target):
         connector = target
     else:
-        raise McpConfigError(
-            f"hosted MCP server {label}: {mask_url(target)[:60]!r} is neither an http(s) URL "
-            "nor a connector id (connector_...)"
+        raise McpConfigError(  # the target is not echoed: it may be a pasted token
+            f"hosted MCP server {label}: after {label}= give an http(s) URL or a connector id "
+            "(connector_...)"
         )
     values: dict[str, str] = {}
     for option in options:
