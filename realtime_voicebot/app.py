@@ -170,9 +170,11 @@ class VoiceBot:
 
     async def _start(self) -> None:
         settings = self.settings
-        problems = dialect_problems(settings)
+        problems = dialect_problems(settings)  # one line each, before anything starts
         if problems:
-            raise UserError("\n".join(problems))
+            for problem in problems[:-1]:
+                self.view.error(problem)
+            raise UserError(problems[-1])
         if self.options.fake_server:
             from realtime_voicebot.fake.server import serve_for
 

@@ -195,3 +195,37 @@ async def test_mcp_tools_through_voicebot_run(tmp_path: Path, transport: str) ->
     assert "-- tool notes.add: ok, 2 chars in" in out
     assert "-- tool notes.notes_search: failed" in out  # a required argument is missing
     assert "tools: 2 calls, 1 errors, 0 timeouts; notes__add 1, notes__notes_search 1" in err
+
+
+async def test_a_server_that_could_not_start_is_tried_again_after_a_reconnect(
+    tmp_path: Path,
+) -> None:
+    """Refresh after every new session: a server down at start-up that can start now comes
+    back, and its tools reach the new session with a tools-only ``session.update``."""
+    ready = tmp_path / "ready"
+    script = f'test -f "{ready}" && exec "{sys.executable}" "{SERVER}"; echo not ready >&2; exit 1'
+    entry = f"notes=sh -c {json.dumps(script)}"
+    async with FakeRealtimeServer(FakeServerConfig(speed=0)) as server:
+        settings = test_settings(server, tmp_path, mcp_servers=json.dumps([entry]))
+        running = start_bot(server, settings, text_lines=True)
+        first = await first_session(running)
+        assert not [n for n in tool_names(first.received[0]) if n.startswith("notes__")]
+        assert running.view.errors == [
+            'MCP server notes did not start: it exited before answering (its last words: "not '
+            'ready"); run the command by hand to see why; running without its tools'
+        ]
+        ready.touch()
+        first.drop()
+        await running.until(lambda: running.bot.core.session_number >= 2, WAIT_S)
+        second = await running.session(2)
+        await running.wait_for(
+            lambda: any(
+                e["type"] == "session.update" and "notes__add" in tool_names(e)
+                for e in second.received
+            ),
+            WAIT_S,
+        )
+        assert await running.stop() == 0
+    assert "notes__add" not in tool_names(second.received[0])  # the handshake came first
+    for event in second.received:
+        validate_client(event, "ga")
