@@ -173,6 +173,6 @@ def test_summary_counts_calls_per_tool_and_hosted_approvals() -> None:
     assert (
         "tools: 3 calls, 2 errors, 1 timeouts; notes__add 1, notes__hang 2 (2 errors, 1 timeouts)"
         in lines
-    )  # noqa: E501
+    )
     assert "hosted MCP: 1 calls, 0 errors; approvals 1 yes, 1 no, 0 unanswered" in lines
     assert not [line for line in summary_lines({}) if "tools" in line or "hosted" in line]
