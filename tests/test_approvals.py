@@ -60,6 +60,11 @@ def of(kind: type[a.Action], actions: list[a.Action]) -> list[Any]:
     return [x for x in actions if isinstance(x, kind)]
 
 
+def turns(actions: list[a.Action]) -> list[tuple[str, bool]]:
+    """(text, typed) of the user turns among ``actions``."""
+    return [(x.text, x.typed) for x in of(a.UserTurn, actions)]
+
+
 def test_a_listing_is_shown_once_and_a_failed_one_too() -> None:
     conv = Conversation()
     srv = conv.srv
@@ -171,7 +176,7 @@ def test_yes_and_no_answer_the_oldest_request_and_other_lines_are_turns() -> Non
     ]
     # nothing pending: "y" is a typed line again
     again = conv.core.typed_line("y")
-    assert of(a.UserTurn, again) == [a.UserTurn("y", True)]  # sent once the reply is in
+    assert turns(again) == [("y", True)]  # a typed turn, sent once the reply is in
     assert not of(a.ApprovalAnswered, again)
     snapshot = conv.core.snapshot()["hosted_mcp"]
     assert (snapshot["approved"], snapshot["refused"], snapshot["approvals_pending"]) == (1, 1, 0)
@@ -246,7 +251,7 @@ def test_an_image_is_a_user_message_then_a_reply() -> None:
     content = sent[0]["item"]["content"]
     assert [part["type"] for part in content] == ["input_text", "input_image"]
     assert content[1]["image_url"].startswith("data:image/png;base64,iVBOR")
-    assert of(a.UserTurn, actions) == [a.UserTurn("[image: shot.png 64x48] what is this?", True)]
+    assert turns(actions) == [("[image: shot.png 64x48] what is this?", True)]
     item = conv.state.items[sent[0]["item"]["id"]]
     assert item.text == "[image: shot.png 64x48] what is this?"
     # the server's copy: the question and the image's place
