@@ -36,8 +36,9 @@ from realtime_voicebot.inputs import TYPED_LINES_LIMIT, Keyboard, stdin_is_termi
 from realtime_voicebot.metrics import LatencyTracker, Metrics, Prices
 from realtime_voicebot.summarization import build_summarizer
 from realtime_voicebot.summarization.runner import SummaryRunner
+from realtime_voicebot.tool_display import ToolDisplay
+from realtime_voicebot.toolbox import Toolbox
 from realtime_voicebot.tools import Tool, ToolRunner
-from realtime_voicebot.tools.builtin import build_registry
 from realtime_voicebot.transcript import (
     TranscriptError,
     TranscriptWriter,
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from realtime_voicebot.fake.server import FakeRealtimeServer
     from realtime_voicebot.summarization.base import Summarizer
     from realtime_voicebot.telemetry import Telemetry
+    from realtime_voicebot.tools.mcp import McpToolsChanged
 
 __all__ = ["RunOptions", "UserError", "VoiceBot"]
 
@@ -130,6 +132,8 @@ class VoiceBot:
         self.core = SessionCore(CoreConfig.from_settings(settings), playback=self.audio.playback)
         self.client: RealtimeClient | None = None
         self.tool_runner: ToolRunner | None = None
+        self.toolbox: Toolbox | None = None
+        self.tool_display = ToolDisplay(view)
         self.summaries: SummaryRunner | None = None
         self.transcript: TranscriptWriter | None = None
         self.fake_server: FakeRealtimeServer | None = None
@@ -205,6 +209,11 @@ class VoiceBot:
 
     async def _start(self) -> None:
         settings = self.settings
+        problems = dialect_problems(settings)  # one line each, before anything starts
+        if problems:
+            for problem in problems[:-1]:
+                self.view.error(problem)
+            raise UserError(problems[-1])
         if self.options.fake_server:
             from realtime_voicebot.fake.server import serve_for
 
@@ -221,17 +230,25 @@ class VoiceBot:
             settings, offline=self.options.fake_server
         )
         self.summaries = SummaryRunner(summarizer, timeout_s=settings.summary_timeout_s)
-        registry = build_registry(settings)
-        for tool in self.options.extra_tools:
-            registry.add(tool)
-        self.tool_runner = ToolRunner(registry, settings.tool_timeout_s)
-        specs = registry.specs() or None
+        toolbox = self.toolbox = Toolbox(
+            settings, self.options.extra_tools, on_tools_changed=self._tools_changed
+        )
+        for problem in await toolbox.start():  # one line per MCP server that did not start
+            self.view.error(problem)
+        self.tool_runner = toolbox.runner
+        self.tool_display.mcp_servers = toolbox.mcp_server_names()
+        for listing in toolbox.listings():
+            if listing.problem is None:
+                self.view.tools_listed(listing)
         dialect, flags = settings.dialect, self.core.config.session_turn_flags
         self.client = RealtimeClient(
             settings,
             endpoint,
             self._on_transport,
-            session_update=lambda: ev.session_update(settings, dialect, tools=specs, **flags),
+            # built at each handshake: the tools on offer now
+            session_update=lambda: ev.session_update(
+                settings, dialect, tools=toolbox.specs(), **flags
+            ),
         )
         if self.options.resume is not None:
             try:
@@ -328,7 +345,10 @@ class VoiceBot:
 
     async def _shutdown(self) -> None:
         """Every step runs even when one before it failed (the metrics file above all)."""
-        steps = [self.background.aclose(), self.audio.close(), self._close_transcript()]
+        steps = [self.background.aclose()]
+        if self.toolbox is not None:
+            steps.append(self.toolbox.aclose())
+        steps += [self.audio.close(), self._close_transcript()]
         if self.fake_server is not None:
             steps.append(self.fake_server.stop())
         for step in steps:
@@ -420,6 +440,8 @@ class VoiceBot:
     def _show(self, action: a.Action) -> None:
         """What happened, to the view and the latency clock."""
         view = self.view
+        if self.tool_display.show(action):  # tool calls, hosted MCP, approvals
+            return
         match action:
             case a.StatusChanged(status):
                 view.status(status)
@@ -444,6 +466,7 @@ class VoiceBot:
                 view.compaction(items, chars)
             case a.SessionBegan(reason=reason) if reason != "start":
                 view.window(0, self.settings.summary_threshold)
+                self.background.spawn(self._refresh_tools(), "mcp-refresh")
             case a.Notice(text):
                 view.notice(text)
             case a.ErrorReported(text=text) if text is not None:
@@ -466,6 +489,31 @@ class VoiceBot:
         assert self.tool_runner is not None
         result = await self.tool_runner.run(name, arguments, call_id)
         self._feed(self.core.tool_finished(call_id, result))
+
+    async def _refresh_tools(self) -> None:
+        """A new session: MCP servers that stopped are started again (their tools come back
+        through `_tools_changed`)."""
+        if self.toolbox is not None:
+            for problem in await self.toolbox.refresh():
+                self.view.notice(problem)
+
+    def _tools_changed(self, change: McpToolsChanged) -> None:
+        """An MCP server's tools changed: the live session gets the new list."""
+        added = f" added {', '.join(change.added)}" if change.added else ""
+        removed = f" removed {', '.join(change.removed)}" if change.removed else ""
+        self.view.notice(f"MCP server {change.server}: tools changed;{added}{removed}")
+        if self.toolbox is not None:
+            self._feed(self.core.tools_changed(self.toolbox.specs()))
+
+    async def _send_image(self, target: str, question: str | None) -> None:
+        from realtime_voicebot.image_input import ImageInputError, load_image
+
+        try:
+            image = await load_image(target, question, self.settings)
+        except ImageInputError as exc:
+            self._feed([a.ErrorReported("image_refused", str(exc))])
+            return
+        self._feed(self.core.image(image))
 
     async def _summarize(self, request: a.Summarize) -> None:
         assert self.summaries is not None
@@ -495,11 +543,30 @@ class VoiceBot:
         lines = self.options.text_lines or self._keys or stdin_lines()
         while (line := await lines.get()) is not None:
             if line.strip():
-                self._feed(self.core.typed_line(line.strip()))
+                self.typed(line.strip())
             elif push_to_talk and self._keys is None:  # Enter on an empty line: the talk key
                 self.push_to_talk()
         if self.text_only:  # in voice mode the microphone (or file) is the input
             self._input_done.set()
+
+    def typed(self, line: str) -> None:
+        """A line the user typed: ``/image ...`` is read here (off the loop) and then sent
+        by the core; anything else (``y``/``n`` for a hosted MCP approval included) goes to
+        the core as it is."""
+        from realtime_voicebot.core.images import GA_ONLY
+        from realtime_voicebot.image_input import ImageInputError, parse_image_command
+
+        try:
+            command = parse_image_command(line)
+        except ImageInputError as exc:
+            self._feed([a.ErrorReported("image_refused", str(exc))])
+            return
+        if command is None:
+            self._feed(self.core.typed_line(line))
+        elif self.settings.dialect != "ga":
+            self._feed([a.ErrorReported("image_needs_ga", GA_ONLY)])
+        else:
+            self.background.spawn(self._send_image(*command), "image")
 
     # --- audio device failures -----------------------------------------------------------------
 
@@ -577,8 +644,8 @@ class VoiceBot:
         }
         if self.client is not None:
             parts["client"] = self.client.snapshot()
-        if self.tool_runner is not None:
-            parts["tools"] = self.tool_runner.stats.snapshot()
+        if self.toolbox is not None:
+            parts.update(self.toolbox.snapshot())  # tools (per tool) and mcp (per server)
         if self.transcript is not None:
             parts["transcript"] = {
                 "written": self.transcript.written,

@@ -88,10 +88,15 @@ class ChangeSignal:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def wait(self) -> None:
+    def waiter(self) -> asyncio.Future[None]:
+        """A future done at the next `notify`, registered now (a task that calls `wait`
+        registers only once it runs, and misses a notify that comes first)."""
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        await waiter
+        return waiter
+
+    async def wait(self) -> None:
+        await self.waiter()
 
     async def until(self, predicate: Callable[[], object], timeout_s: float | None = None) -> None:
         async with asyncio.timeout(timeout_s):

@@ -417,7 +417,32 @@ class Settings(BaseSettings):
         20.0, gt=0, le=300, description="Time one MCP server has to start and list its tools."
     )
 
-    @field_validator("tools", "http_allowlist", "tools_modules", mode="before")
+    # --- MCP servers the service calls itself (GA), and images -------------------------------
+    hosted_mcp: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="MCP servers the service calls itself (GA only): LABEL=URL or "
+        "LABEL=connector_ID [allowed_tools=a,b] [require_approval=always|never|never:a,b] "
+        "[authorization=${VAR}]; repeat the flag (environment: a JSON list or ;-separated).",
+    )
+    mcp_approval_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="How long a hosted MCP call waits for your y/n before it is refused.",
+    )
+    image_hosts: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="Hosts /image may fetch https URLs from, comma-separated (unset: any "
+        "public host; never a private or local address).",
+    )
+    image_max_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        le=10 * 1024 * 1024,
+        description="Largest picture /image sends, in bytes.",
+    )
+
+    @field_validator("tools", "http_allowlist", "tools_modules", "image_hosts", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         """Accept a JSON list or a comma-separated string (environment, .env and CLI)."""
@@ -454,6 +479,21 @@ class Settings(BaseSettings):
         check_unique(parse_server_spec(spec) for spec in specs)
         return specs
 
+    @field_validator("hosted_mcp", mode="before")
+    @classmethod
+    def _split_hosted_mcp(cls, value: Any) -> Any:
+        from realtime_voicebot.tools.mcp_config import split_server_specs
+
+        return split_server_specs(value) if isinstance(value, str) else value
+
+    @field_validator("hosted_mcp", mode="after")
+    @classmethod
+    def _check_hosted_mcp(cls, specs: list[str]) -> list[str]:
+        from realtime_voicebot.tools.hosted_mcp import check_unique_labels, parse_hosted_spec
+
+        check_unique_labels(parse_hosted_spec(spec) for spec in specs)
+        return specs
+
     @field_validator("mcp_config", mode="after")
     @classmethod
     def _check_mcp_config(cls, path: Path | None) -> Path | None:
@@ -463,7 +503,7 @@ class Settings(BaseSettings):
             load_config_file(path)
         return path
 
-    @field_validator("http_allowlist", mode="after")
+    @field_validator("http_allowlist", "image_hosts", mode="after")
     @classmethod
     def _check_hosts(cls, hosts: list[str]) -> list[str]:
         normalised = []
@@ -580,7 +620,8 @@ def dialect_problems(settings: Settings) -> list[str]:
     Empty when every setting maps onto the dialect's session. The app refuses to start
     with these lines; `transport.events.session_config` raises ValueError for the same cases.
     Beta sessions do have ``semantic_vad`` (with ``eagerness``) and noise reduction, but no
-    idle timeout, no hosted MCP tools and no image input (the last two are not settings).
+    idle timeout, no hosted MCP tools (``hosted_mcp``) and no image input (refused by ``/image``
+    itself).
     """
     problems: list[str] = []
     if settings.dialect == "beta" and settings.idle_timeout_ms is not None:
@@ -588,14 +629,20 @@ def dialect_problems(settings: Settings) -> list[str]:
             "idle_timeout_ms needs the GA dialect (beta sessions have no idle timeout); "
             "unset it or use --dialect ga"
         )
+    if settings.dialect == "beta" and settings.hosted_mcp:
+        problems.append(
+            "hosted_mcp needs the GA dialect (beta sessions have no MCP tools); remove "
+            "--hosted-mcp or use --dialect ga (client-side --mcp-server works in both)"
+        )
     return problems
 
 
 SECRET_FIELDS = frozenset(
     name for name, f in Settings.model_fields.items() if f.annotation == SecretStr | None
 )
-MASKED_FIELDS = frozenset({"mcp_servers"})
-"""Settings shown with their secret parts masked (MCP header values) and never echoed."""
+MASKED_FIELDS = frozenset({"mcp_servers", "hosted_mcp"})
+"""Settings shown with their secret parts masked (MCP header values, hosted MCP
+authorizations) and never echoed."""
 
 
 def shown_value(name: str, value: Any) -> str:
@@ -606,6 +653,10 @@ def shown_value(name: str, value: Any) -> str:
         from realtime_voicebot.tools.mcp_config import mask_server_spec
 
         return str([mask_server_spec(spec) for spec in value])
+    if name == "hosted_mcp":
+        from realtime_voicebot.tools.hosted_mcp import mask_hosted_spec
+
+        return str([mask_hosted_spec(spec) for spec in value])
     return "" if value is None else str(value)
 
 

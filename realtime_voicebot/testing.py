@@ -46,6 +46,12 @@ from realtime_voicebot.fake.scenario import Scenario, ToolCall
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
 from realtime_voicebot.fake.synth import silence, speech_like
+from realtime_voicebot.tool_display import (
+    ApprovalShown,
+    ToolCallShown,
+    ToolListing,
+    ToolResultShown,
+)
 from realtime_voicebot.tools import Tool
 from realtime_voicebot.transport.events import PCM_RATE
 from realtime_voicebot.ui import ConversationView
@@ -155,6 +161,12 @@ class RecordingView(ConversationView):
     compactions: list[tuple[int, int]] = field(default_factory=list)
     summaries: list[dict[str, Any]] = field(default_factory=list)
     typing: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCallShown] = field(default_factory=list)
+    tool_results: list[tuple[ToolCallShown, ToolResultShown]] = field(default_factory=list)
+    listings: list[ToolListing] = field(default_factory=list)
+    approvals: list[ApprovalShown] = field(default_factory=list)
+    approval_answers: list[tuple[ApprovalShown, bool, str]] = field(default_factory=list)
+    """(request, approved, how) of each answer."""
     closed: bool = False
     changed: ChangeSignal = field(default_factory=ChangeSignal, repr=False, compare=False)
 
@@ -200,6 +212,21 @@ class RecordingView(ConversationView):
 
     def input_line(self, text: str) -> None:
         self.typing.append(text)
+
+    def tool_started(self, call: ToolCallShown) -> None:
+        self._keep(self.tool_calls, call)
+
+    def tool_finished(self, call: ToolCallShown, result: ToolResultShown) -> None:
+        self._keep(self.tool_results, (call, result))
+
+    def tools_listed(self, listing: ToolListing) -> None:
+        self._keep(self.listings, listing)
+
+    def approval_requested(self, request: ApprovalShown) -> None:
+        self._keep(self.approvals, request)
+
+    def approval_answered(self, request: ApprovalShown, approved: bool, how: str) -> None:
+        self._keep(self.approval_answers, (request, approved, how))
 
     def close(self) -> None:
         self.closed = True

@@ -27,6 +27,13 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
 
+    from realtime_voicebot.tool_display import (
+        ApprovalShown,
+        ToolCallShown,
+        ToolListing,
+        ToolResultShown,
+    )
+
 INTERRUPTED_MARK = "…⟂ (interrupted)"
 LATENCY_LABELS = {
     "speech_end_to_first_delta": "speech end→audio",
@@ -113,6 +120,20 @@ class ConversationView(Protocol):
     def compaction(self, items: int, summary_chars: int) -> None:
         """Older turns were summarized into one item."""
 
+    # tools (see `realtime_voicebot.tool_display`: everything arrives redacted and cut)
+    def tool_started(self, call: ToolCallShown) -> None:
+        """A tool call began (the bot's own, or one the service makes: ``call.hosted``)."""
+
+    def tool_finished(self, call: ToolCallShown, result: ToolResultShown) -> None: ...
+    def tools_listed(self, listing: ToolListing) -> None:
+        """The tools an MCP server offers (at start-up, or listed by the service)."""
+
+    def approval_requested(self, request: ApprovalShown) -> None:
+        """A hosted MCP call waits for the user's y or n."""
+
+    def approval_answered(self, request: ApprovalShown, approved: bool, how: str) -> None:
+        """``how``: user, timeout (refused for want of an answer) or session ended."""
+
     def summary(self, data: dict[str, Any]) -> None:
         """The session summary, at exit (before `close`)."""
 
@@ -146,6 +167,9 @@ def _summary_lines(data: dict[str, Any]) -> list[str]:
         f"compactions {data.get('compactions', 0)}, truncations {data.get('truncations', 0)}, "
         f"drops {sum(drops.values())}" + "".join(f" {name}={n}" for name, n in drops.items() if n)
     )
+    from realtime_voicebot.tool_display import tool_summary_lines
+
+    lines += tool_summary_lines(data)
     errors = data.get("errors", {})
     if errors:
         lines.append("server errors: " + ", ".join(f"{c}={n}" for c, n in errors.items()))
@@ -219,6 +243,31 @@ class PlainView:
 
     def compaction(self, items: int, summary_chars: int) -> None:
         self.notice(f"compacted {items} items into a summary ({summary_chars} chars)")
+
+    def tool_started(self, call: ToolCallShown) -> None:
+        from realtime_voicebot.tool_display import started_line
+
+        self.notice(started_line(call))
+
+    def tool_finished(self, call: ToolCallShown, result: ToolResultShown) -> None:
+        from realtime_voicebot.tool_display import finished_line
+
+        self.notice(finished_line(call, result))
+
+    def tools_listed(self, listing: ToolListing) -> None:
+        from realtime_voicebot.tool_display import listing_line
+
+        self.notice(listing_line(listing))
+
+    def approval_requested(self, request: ApprovalShown) -> None:
+        from realtime_voicebot.tool_display import approval_line
+
+        self.notice(approval_line(request))
+
+    def approval_answered(self, request: ApprovalShown, approved: bool, how: str) -> None:
+        from realtime_voicebot.tool_display import answered_line
+
+        self.notice(answered_line(request, approved, how))
 
     def summary(self, data: dict[str, Any]) -> None:
         self._end_stream()
@@ -295,6 +344,49 @@ class JsonLinesView:
     def compaction(self, items: int, summary_chars: int) -> None:
         self._emit("compaction", items=items, summary_chars=summary_chars)
 
+    def tool_started(self, call: ToolCallShown) -> None:
+        self._emit("tool_call", **_call_fields(call))
+
+    def tool_finished(self, call: ToolCallShown, result: ToolResultShown) -> None:
+        duration = None if result.duration_s is None else round(result.duration_s, 3)
+        self._emit(
+            "tool_result",
+            **_call_fields(call),
+            outcome=result.outcome,
+            duration_s=duration,
+            output_chars=result.output_chars,
+            error=result.error,
+        )
+
+    def tools_listed(self, listing: ToolListing) -> None:
+        self._emit(
+            "tools_listed",
+            server=listing.server,
+            hosted=listing.hosted,
+            tools=list(listing.tools),
+            problem=listing.problem,
+        )
+
+    def approval_requested(self, request: ApprovalShown) -> None:
+        self._emit(
+            "approval_request",
+            request_id=request.request_id,
+            server=request.server,
+            tool=request.name,
+            arguments=request.arguments,
+            timeout_s=request.timeout_s,
+        )
+
+    def approval_answered(self, request: ApprovalShown, approved: bool, how: str) -> None:
+        self._emit(
+            "approval",
+            request_id=request.request_id,
+            server=request.server,
+            tool=request.name,
+            approved=approved,
+            how=how,
+        )
+
     def summary(self, data: dict[str, Any]) -> None:
         self._emit("summary", **data)
 
@@ -305,11 +397,21 @@ class JsonLinesView:
         self.out.flush()
 
 
+def _call_fields(call: ToolCallShown) -> dict[str, Any]:
+    return {
+        "call_id": call.call_id,
+        "tool": call.name,
+        "server": call.server,
+        "hosted": call.hosted,
+        "arguments": call.arguments,
+    }
+
+
 @dataclass
 class _Line:
     """One entry of the live conversation: a turn, or a note (notice, compaction, error)."""
 
-    kind: str  # user | assistant | note | error
+    kind: str  # user | assistant | note | error | tool | ask
     text: str
     item_id: str | None = None
     done: bool = False
@@ -455,6 +557,49 @@ class LiveView:
                 _Line("note", f"compacted {items} items into a summary ({summary_chars} chars)")
             )
 
+    def tool_started(self, call: ToolCallShown) -> None:
+        from realtime_voicebot.tool_display import started_line
+
+        with self._lock:
+            self._append(_Line("tool", started_line(call), f"tool:{call.call_id}"))
+
+    def tool_finished(self, call: ToolCallShown, result: ToolResultShown) -> None:
+        """The call's line becomes its result (a new line if it scrolled away)."""
+        from realtime_voicebot.tool_display import finished_line
+
+        text = finished_line(call, result)
+        with self._lock:
+            line = self._by_item.get(f"tool:{call.call_id}")
+            if line is None:
+                line = _Line("tool", text)
+                self._append(line)
+            line.text = text
+            line.done = True
+            line.truncated = result.outcome != "ok"
+
+    def tools_listed(self, listing: ToolListing) -> None:
+        from realtime_voicebot.tool_display import listing_line
+
+        with self._lock:
+            self._append(_Line("note", listing_line(listing)))
+
+    def approval_requested(self, request: ApprovalShown) -> None:
+        from realtime_voicebot.tool_display import approval_line
+
+        with self._lock:
+            self._append(_Line("ask", approval_line(request), f"ask:{request.request_id}"))
+
+    def approval_answered(self, request: ApprovalShown, approved: bool, how: str) -> None:
+        from realtime_voicebot.tool_display import answered_line
+
+        with self._lock:
+            line = self._by_item.get(f"ask:{request.request_id}")
+            if line is None:
+                line = _Line("ask", "")
+                self._append(line)
+            line.text = answered_line(request, approved, how)
+            line.done = True
+
     def summary(self, data: dict[str, Any]) -> None:
         self._summary = data
 
@@ -514,6 +659,11 @@ class LiveView:
             return rendered
         if line.kind == "error":
             return Text(f"error: {text}", style="bold red")
+        if line.kind == "tool":
+            style = "red" if line.truncated else "dim" if line.done else "yellow"
+            return Text(f"⚙ {text}", style=style)
+        if line.kind == "ask":
+            return Text(f"? {text}", style="dim" if line.done else "bold yellow")
         return Text(f"-- {text}", style="dim")
 
     def _status_bar(self, latency: dict[str, float]) -> Any:

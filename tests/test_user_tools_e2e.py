@@ -96,6 +96,9 @@ async def test_a_tools_module_and_an_entry_point_tool_through_voicebot_run(
     assert advertised == ["add_note", "shout"]
     answered = [output for _, output in outputs(session.received)]
     assert answered == [json.dumps({"saved": "milk"}), "HI!"]
+    # the console showed both calls as they happened (no MCP server: no server part)
+    assert '-- tool add_note {"text":"milk"} …' in out and "-- tool shout: ok, 3 chars in" in out
+    assert "tools: 2 calls, 0 errors, 0 timeouts; add_note 1, shout 1" in err
 
 
 async def test_a_broken_tools_module_stops_voicebot_run_with_one_line(tmp_path: Path) -> None:

@@ -232,6 +232,63 @@ class ToolCallFinished(Action):
     outcome: str
     output_chars: int
     duration_s: float
+    error: str | None = None
+    """What went wrong (the error output's message), for an outcome other than ``ok``."""
+
+
+# --- hosted MCP tools (GA): the service calls them; see core/approvals.py ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HostedToolsListed(Action):
+    """The service listed a hosted MCP server's tools (``ok``), or could not."""
+
+    server_label: str
+    tools: tuple[str, ...]
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HostedCallStarted(Action):
+    """The service calls a hosted MCP tool (``item_id`` is its ``mcp_call`` item)."""
+
+    item_id: str
+    server_label: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostedCallFinished(Action):
+    item_id: str
+    server_label: str
+    name: str
+    ok: bool
+    output_chars: int
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequested(Action):
+    """A hosted MCP call waits for the user's yes or no (answered within ``timeout_s``)."""
+
+    request_id: str
+    server_label: str
+    name: str
+    arguments: str
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalAnswered(Action):
+    """An approval request was answered: by the user, or refused for want of an answer
+    (``how`` is ``user``, ``timeout`` or ``session ended``: then nothing was sent)."""
+
+    request_id: str
+    server_label: str
+    name: str
+    approved: bool
+    how: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@
 | `summary_ready(job_id, text, fallback)` | a summary started by `Summarize` |
 | `timer_fired(key)` | a timer started by `StartTimer` |
 | `playback_finished(item_id)` | the player, when a reply has played out |
+| `image(image)` | the keyboard (``/image``), once the shell has read and checked it |
+| `tools_changed(tools)` | the shell, when the tools on offer changed (an MCP server's) |
 
 and returns the `actions` to perform, in order. It reads the player's position through a
 probe given at construction (a plain read of counters), never the other way round.
@@ -55,8 +57,10 @@ from realtime_voicebot.core.actions import (
     StopPlayback,
     UserTurn,
 )
+from realtime_voicebot.core.approvals import HostedMcp
 from realtime_voicebot.core.compaction import CompactionPolicy, Compactor
 from realtime_voicebot.core.conversation import Conversation, RoleText, new_item_id
+from realtime_voicebot.core.images import ImageInput, image_turn
 from realtime_voicebot.core.recap import seed_text
 from realtime_voicebot.core.tool_calls import ToolCalls
 from realtime_voicebot.core.turn_taking import (
@@ -74,6 +78,7 @@ from realtime_voicebot.transport.events import (
     ServerEvent,
     ServerEventType,
     message_create,
+    session_tools_update,
 )
 
 if TYPE_CHECKING:
@@ -113,6 +118,7 @@ class CoreConfig:
     confirm_timeout_s: float = 10.0
     response_timeout_s: float = 15.0
     rollover_margin_s: float = 120.0
+    mcp_approval_timeout_s: float = 30.0
 
     @property
     def manual_turns(self) -> bool:
@@ -156,6 +162,7 @@ class CoreConfig:
             transcript_wait_s=settings.transcript_wait_s,
             response_timeout_s=settings.response_timeout_s,
             rollover_margin_s=settings.rollover_margin_s,
+            mcp_approval_timeout_s=settings.mcp_approval_timeout_s,
         )
 
 
@@ -203,6 +210,7 @@ class SessionCore:
             transcript_wait_s=self.config.transcript_wait_s,
             confirm_timeout_s=self.config.confirm_timeout_s,
         )
+        self.hosted_mcp = HostedMcp(self.config.mcp_approval_timeout_s)
         self.stats = CoreStats()
         self.responses_by_status: dict[str, int] = {}
         self.errors_by_code: dict[str, int] = {}
@@ -219,7 +227,11 @@ class SessionCore:
 
     def idle(self) -> bool:
         """A safe moment to roll over: nothing said, owed or playing, no compaction sending."""
-        return self.turns.idle() and self.compactor.phase != "confirming"
+        return (
+            self.turns.idle()
+            and self.compactor.phase != "confirming"
+            and not self.hosted_mcp.pending  # the service goes on once it is answered
+        )
 
     def snapshot(self) -> dict[str, Any]:
         """Counters of the core and each of its parts."""
@@ -231,6 +243,7 @@ class SessionCore:
             "turns": self.turns.snapshot(),
             "tool_calls": self.tool_calls.snapshot(),
             "compaction": self.compactor.snapshot(),
+            "hosted_mcp": self.hosted_mcp.snapshot(),
         }
 
     # --- inputs --------------------------------------------------------------------------
@@ -247,6 +260,7 @@ class SessionCore:
             self.conversation.reset_for_new_session(keep_local=self.turns.pending_typed_ids)
             self.compactor.on_new_session()
             actions += self.tool_calls.drop_all()
+            actions += self.hosted_mcp.session_started()
             actions.append(StopPlayback())
             actions.append(Notice(f"new session ({reason}); conversation restored"))
         self.session_number = number
@@ -294,6 +308,7 @@ class SessionCore:
         actions += tool_actions
         if reply_due:
             actions += self.turns.request_reply()
+        actions += self.hosted_mcp.on_event(event)
         actions += self.compactor.on_event(event)
         actions += self._present(event)
         if isinstance(event.payload, pl.ResponseDone) and not event.payload.out_of_band:
@@ -301,6 +316,9 @@ class SessionCore:
         return actions + self._maybe_roll_over() + self._records()
 
     def typed_line(self, text: str) -> list[Action]:
+        answer = self.hosted_mcp.typed_line(text)  # y/n while a hosted MCP call waits
+        if answer is not None:
+            return answer
         return self.turns.typed_line(text) + self._records()
 
     def push_to_talk(self) -> list[Action]:
@@ -323,6 +341,8 @@ class SessionCore:
     def timer_fired(self, key: Hashable) -> list[Action]:
         if isinstance(key, tuple) and key and key[0] == "rollover":
             return self._rollover_timer(key)
+        if isinstance(key, tuple) and key and key[0] == "mcp_approval":
+            return self.hosted_mcp.timer_fired(key) + self._maybe_roll_over()
         actions = self.compactor.timer_fired(key) + self.turns.timer_fired(key)
         return actions + self._maybe_roll_over() + self._records()
 
@@ -331,6 +351,20 @@ class SessionCore:
         if self.turns.reply_owed or self.turns.user_speaking:
             return self._maybe_roll_over()
         return self._status("listening") + self._maybe_roll_over()
+
+    def image(self, image: ImageInput) -> list[Action]:
+        """Send a picture the user chose (``/image``) with a reply request (GA only)."""
+        actions = image_turn(
+            image, self.conversation, self.turns, self.config.dialect, self.playback()
+        )
+        return actions + self._records()
+
+    def tools_changed(self, tools: list[dict[str, Any]]) -> list[Action]:
+        """The tools on offer changed mid-session: tell the live session (a new one gets
+        them in its first ``session.update``)."""
+        if not self.turns.connected:
+            return []
+        return [Send(session_tools_update(tools, self.config.dialect))]
 
     def flush_records(self) -> list[Action]:
         """At shutdown: every turn not recorded yet."""

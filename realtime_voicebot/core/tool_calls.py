@@ -16,6 +16,7 @@ same way: the new session does not know their ``call_id``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,6 +39,16 @@ log = structlog.get_logger(component="tool_calls")
 MAX_OPEN_RESPONSES = 32
 """Responses with calls not answered yet; beyond this the oldest are dropped (counted)."""
 MAX_ARGUMENT_CHARS = 1 << 20
+
+
+def error_message(output: str) -> str:
+    """The message of an error output (``{"error": "..."}``), else the output itself."""
+    try:
+        value = json.loads(output)
+    except (ValueError, RecursionError):
+        return output
+    message = value.get("error") if isinstance(value, dict) else None
+    return message if isinstance(message, str) else output
 
 
 @dataclass
@@ -133,7 +144,12 @@ class ToolCalls:
         self.stats.errors += not result.ok
         self.stats.timeouts += result.outcome == "timeout"
         finished = ToolCallFinished(
-            call_id, call.name, result.outcome, len(result.output), result.duration_s
+            call_id,
+            call.name,
+            result.outcome,
+            len(result.output),
+            result.duration_s,
+            None if result.ok else error_message(result.output),
         )
         actions, reply = self._answer(response_id)
         return [finished, *actions], reply

@@ -15,10 +15,11 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import struct
 from dataclasses import dataclass
 
 from realtime_voicebot.errors import VoicebotError
+from realtime_voicebot.images import jpeg_size as _jpeg_size
+from realtime_voicebot.images import png_size as _png_size
 from realtime_voicebot.transport.events import IMAGE_SIGNATURES
 
 BASE_TOKENS = 85
@@ -27,8 +28,6 @@ TILE_PIXELS = 512
 FIT_PIXELS = 2048
 SHORT_SIDE_PIXELS = 768
 DETAILS = ("auto", "low", "high")
-
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 class ImageError(VoicebotError, ValueError):
@@ -61,33 +60,6 @@ def parse_data_url(url: str) -> ImageInfo:
     if size is None or min(size) <= 0:
         raise ImageError(f"the {mime} image could not be decoded")
     return ImageInfo(mime, size[0], size[1], len(data))
-
-
-def _png_size(data: bytes) -> tuple[int, int] | None:
-    if len(data) < 24 or data[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", data[16:24])
-    return int(width), int(height)
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    index = 2
-    while index + 9 <= len(data):
-        if data[index] != 0xFF:
-            return None
-        marker = data[index + 1]
-        if marker == 0xFF:  # fill byte
-            index += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length follows
-            index += 2
-            continue
-        (length,) = struct.unpack(">H", data[index + 2 : index + 4])
-        if marker in _JPEG_SOF:
-            height, width = struct.unpack(">HH", data[index + 5 : index + 9])
-            return int(width), int(height)
-        index += 2 + length
-    return None
 
 
 def image_tokens(width: int, height: int, detail: str | None) -> int:

@@ -239,6 +239,12 @@ def _expand(name: str, text: str, environ: Mapping[str, str]) -> str:
     return _VARIABLE.sub(value, text)
 
 
+def expand_text(name: str, text: str, environ: Mapping[str, str]) -> str:
+    """``text`` with every ``${VAR}`` replaced from ``environ``; `McpConfigError` naming
+    ``name`` for a variable that is not set."""
+    return _expand(name, text, environ)
+
+
 def expand_variables(server: McpServerConfig, environ: Mapping[str, str]) -> McpServerConfig:
     """The server with every ``${VAR}`` replaced from ``environ``."""
     name = server.name

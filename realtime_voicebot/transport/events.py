@@ -232,6 +232,13 @@ _PAYLOADS: dict[ServerEventType, Callable[[JSON], pl.Payload]] = {
     _S.TEXT_DONE: pl.parse_done,
     _S.FUNCTION_ARGUMENTS_DELTA: pl.parse_delta,
     _S.FUNCTION_ARGUMENTS_DONE: pl.parse_done,
+    _S.MCP_LIST_TOOLS_IN_PROGRESS: pl.parse_item_ref,
+    _S.MCP_LIST_TOOLS_COMPLETED: pl.parse_item_ref,
+    _S.MCP_LIST_TOOLS_FAILED: pl.parse_item_ref,
+    _S.MCP_CALL_ARGUMENTS_DONE: pl.parse_done,
+    _S.MCP_CALL_IN_PROGRESS: pl.parse_item_ref,
+    _S.MCP_CALL_COMPLETED: pl.parse_item_ref,
+    _S.MCP_CALL_FAILED: pl.parse_item_ref,
 }
 """The payload parser of each event type the bot reads; the others get `payloads.Empty`."""
 
@@ -578,6 +585,20 @@ def session_update(
             interrupt_response=interrupt_response,
         ),
     )
+
+
+def session_tools_update(tools: list[JSON], dialect: Dialect) -> JSON:
+    """A ``session.update`` that changes only the session's tools (mid-session: the rest of
+    the configuration, turn detection included, stays as it is). An empty list removes them.
+    Raises ValueError for a hosted tool in beta."""
+    session: JSON = {"type": "realtime"} if dialect == "ga" else {}
+    if dialect != "ga":
+        hosted = [t.get("type") for t in tools if t.get("type") != "function"]
+        if hosted:
+            raise ValueError(f"{hosted[0]} tools need the GA dialect (beta has functions only)")
+    session["tools"] = list(tools)
+    session["tool_choice"] = "auto" if tools else "none"
+    return _event(ClientEventType.SESSION_UPDATE, session=session)
 
 
 def input_audio_append(pcm16: bytes) -> JSON:

@@ -104,6 +104,18 @@ class ItemData:
     call_id: str | None = None
     arguments: str | None = None
     output: str | None = None
+    server_label: str | None = None
+    """Hosted MCP items (GA): the server's label."""
+    error: str | None = None
+    """``mcp_call``: the message of its error object, when the call failed."""
+    tool_names: tuple[str, ...] = ()
+    """``mcp_list_tools``: the names of the tools listed (at most `MAX_LISTED_TOOLS`)."""
+
+
+MAX_LISTED_TOOLS = 256
+IMAGE_PART_TYPES = frozenset({"input_image"})
+IMAGE_MARK = "[image]"
+"""An image part's place in an item's text (the image itself is not text)."""
 
 
 def item_text(content: Any) -> str:
@@ -115,10 +127,28 @@ def item_text(content: Any) -> str:
         if not isinstance(part, dict):
             continue
         kind = part.get("type")
+        if kind in IMAGE_PART_TYPES:
+            words.append(IMAGE_MARK)
+            continue
         value = part.get("text") if kind in TEXT_PART_TYPES else part.get("transcript")
         if isinstance(value, str) and value:
             words.append(value)
     return " ".join(words)
+
+
+def _error_message(value: Any) -> str | None:
+    """The message of an ``mcp_call`` error object (its type when it has none)."""
+    if not isinstance(value, dict):
+        return None
+    message = value.get("message")
+    return shown(message) if isinstance(message, str) and message else shown(value.get("type"))
+
+
+def _tool_names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    names = (opt_str(obj(tool).get("name"), 128) for tool in value[:MAX_LISTED_TOOLS])
+    return tuple(name for name in names if name)
 
 
 def parse_item(value: Any) -> ItemData:
@@ -136,6 +166,9 @@ def parse_item(value: Any) -> ItemData:
         call_id=opt_str(data.get("call_id")),
         arguments=opt_str(data.get("arguments"), 1 << 20),
         output=opt_str(data.get("output"), 1 << 20),
+        server_label=opt_str(data.get("server_label"), 128),
+        error=_error_message(data.get("error")),
+        tool_names=_tool_names(data.get("tools")),
     )
 
 
