@@ -358,6 +358,9 @@ class VoiceBot:
                 self.metrics.add_usage(usage, self.prices)
                 view.cost(self.metrics.cost_usd)
                 view.window(window, self.settings.summary_threshold)
+            case a.OutOfBandFinished(usage=usage) if usage is not None:
+                self.metrics.add_usage(usage, self.prices)  # the session's summary is billed too
+                view.cost(self.metrics.cost_usd)
             case a.Compacted(items=items, summary_chars=chars):
                 view.compaction(items, chars)
             case a.SessionBegan(reason=reason) if reason != "start":

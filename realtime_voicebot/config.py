@@ -33,7 +33,7 @@ Dialect = Literal["ga", "beta"]
 EchoMode = Literal["off", "gate", "aec"]
 LogFormat = Literal["auto", "console", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-SummarizerKind = Literal["auto", "openai", "extractive"]
+SummarizerKind = Literal["auto", "openai", "extractive", "realtime"]
 TurnDetectionMode = Literal["server_vad", "semantic_vad", "manual"]
 VadEagerness = Literal["low", "medium", "high", "auto"]
 NoiseReductionMode = Literal["off", "near_field", "far_field"]
@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     summarizer: SummarizerKind = Field(
         "auto",
         description="auto (OpenAI with extractive fallback; extractive offline), openai, "
-        "extractive.",
+        "extractive, realtime (the session itself, out of band; extractive fallback).",
     )
     summary_model: str = Field("gpt-4o-mini", min_length=1, description="Summarizer model.")
     summary_language: str = Field(

@@ -170,6 +170,17 @@ class ResponseFinished(Action):
 
 
 @dataclass(frozen=True, slots=True)
+class OutOfBandFinished(Action):
+    """A response outside the conversation ended (the session's own summary): billed like
+    any response, never a turn. ``purpose`` is its ``metadata.purpose`` ("" when none)."""
+
+    response_id: str | None
+    status: str
+    usage: Usage | None
+    purpose: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallStarted(Action):
     call_id: str
     name: str | None
