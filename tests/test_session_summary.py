@@ -151,18 +151,25 @@ def begin(
     return conv, server, SessionSummary(conv, request)
 
 
+LEAKS = (
+    a.ReplyStarted,
+    a.ReplyDelta,
+    a.ReplyDone,
+    a.PlayAudio,
+    a.EndAudio,
+    a.RunTool,
+    a.ToolCallStarted,
+    a.ResponseFinished,
+)
+"""What a reply of the conversation causes and an out-of-band response must not."""
+
+
 def oob_leaks(conv: Conversation, oob: SessionSummary, since: int = 0) -> list[a.Action]:
     """Actions after ``since`` that would show, play or record the out-of-band response."""
     return [
         x
         for x in conv.actions[since:]
-        if isinstance(
-            x,
-            (
-                a.ReplyStarted | a.ReplyDelta | a.ReplyDone | a.PlayAudio | a.EndAudio,
-                a.RunTool | a.ToolCallStarted | a.ResponseFinished,
-            ),
-        )
+        if isinstance(x, LEAKS)
         or (isinstance(x, a.StartTimer) and x.key[0] == "watchdog")
         or (isinstance(x, a.StatusChanged) and x.status == "speaking")
     ]
