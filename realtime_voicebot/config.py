@@ -175,9 +175,9 @@ class Settings(BaseSettings):
         None, gt=0, description="Also compact every N user turns (unset: tokens only)."
     )
     summarizer: SummarizerKind = Field(
-        "auto",
-        description="auto (OpenAI with extractive fallback; extractive offline), openai, "
-        "extractive, realtime (the session itself, out of band; extractive fallback).",
+        "realtime",
+        description="realtime (the session itself, out of band; extractive fallback), auto "
+        "(OpenAI chat with extractive fallback; extractive offline), openai, extractive.",
     )
     summary_model: str = Field("gpt-4o-mini", min_length=1, description="Summarizer model.")
     summary_language: str = Field(
@@ -186,7 +186,11 @@ class Settings(BaseSettings):
         description="Summary language: auto (the conversation's) or a code such as en, fr.",
     )
     summary_timeout_s: float = Field(
-        20.0, gt=0, le=300, description="Timeout of one summarizer call."
+        20.0,
+        gt=0,
+        le=300,
+        description="Timeout of one summary (chat call or out-of-band response); then the "
+        "extractive fallback writes it.",
     )
     transcript_wait_s: float = Field(
         5.0, ge=0, le=120, description="How long a compaction waits for pending transcripts."

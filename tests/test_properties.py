@@ -183,6 +183,7 @@ core_inputs = st.one_of(
     st.tuples(st.just("event"), parsed_events),
     st.tuples(st.just("typed"), st.text(max_size=8)),
     st.tuples(st.just("timer"), json_values.map(lambda v: ("compaction", v, "confirm", 0))),
+    st.tuples(st.just("timer"), json_values.map(lambda v: ("compaction", v, "summary"))),
     st.tuples(st.just("watchdog"), st.integers(0, 3)),
     st.tuples(st.just("tool"), st.text(max_size=6)),
     st.tuples(st.just("summary"), st.integers(0, 3), st.text(max_size=12)),

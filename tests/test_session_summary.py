@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from realtime_voicebot.core import Playback
+from realtime_voicebot.config import load_settings
+from realtime_voicebot.core import CoreConfig, Playback
 from realtime_voicebot.core import actions as a
 from realtime_voicebot.core.out_of_band import OUR_REQUEST_KEY, OutOfBandResponses
 from realtime_voicebot.core.recap import read_recap
@@ -220,6 +221,14 @@ def test_own_instructions_layout_puts_the_request_in_instructions() -> None:
     response = request["response"]
     assert response["instructions"].startswith(IN_SESSION_REQUEST)
     assert [e["type"] for e in response["input"]] == ["item_reference"] * 4
+
+
+def test_the_summarizer_setting_chooses_who_writes_the_summary() -> None:
+    realtime = CoreConfig.from_settings(load_settings({"summary_timeout_s": "7"}))
+    assert realtime.summary_in_session is True and realtime.summary_timeout_s == 7.0
+    for kind in ("auto", "openai", "extractive"):
+        config = CoreConfig.from_settings(load_settings({"summarizer": kind}))
+        assert config.summary_in_session is False
 
 
 def test_the_shell_summarizer_path_is_unchanged_without_in_session() -> None:

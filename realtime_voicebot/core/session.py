@@ -107,7 +107,7 @@ class CoreConfig:
     confirm_timeout_s: float = 10.0
     response_timeout_s: float = 15.0
     rollover_margin_s: float = 120.0
-    summary_in_session: bool = False
+    summary_in_session: bool = True
     """The session writes the summaries (``summarizer realtime``): an out-of-band response."""
     summary_timeout_s: float = 20.0
 
