@@ -385,6 +385,7 @@ class VoiceBot:
         text, fallback = await self.summaries.summarize(
             request.inputs, request.previous_summary, request.language
         )
+        fallback = fallback or request.fallback
         self._feed(self.core.summary_ready(request.job_id, text, fallback))
 
     def _timer_fired(self, key: Hashable) -> None:

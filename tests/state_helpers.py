@@ -288,9 +288,6 @@ class Conversation:
     def __init__(self, dialect: str = "ga", **config: Any) -> None:
         self.srv = Server(dialect)
         self.playback = Playback()
-        # The shell's summarizer (Summarize, summary_ready) unless a test asks for the
-        # session's own (see test_session_summary.py).
-        config.setdefault("summary_in_session", False)
         config = CoreConfig(dialect=dialect, **config)  # type: ignore[arg-type]
         self.core = SessionCore(config, playback=lambda: self.playback)
         self.state = self.core.conversation

@@ -28,7 +28,7 @@ from structlog.testing import capture_logs
 
 from realtime_voicebot.app import RunOptions, VoiceBot
 from realtime_voicebot.config import load_settings
-from realtime_voicebot.core import SessionCore
+from realtime_voicebot.core import CoreConfig, SessionCore
 from realtime_voicebot.core.conversation import Conversation as Mirror
 from realtime_voicebot.testing import RecordingView
 from realtime_voicebot.tools.runner import ToolResult
@@ -193,9 +193,11 @@ core_inputs = st.one_of(
 
 
 @FAST
-@given(st.lists(core_inputs, min_size=1, max_size=25))
-def test_the_core_takes_any_sequence_of_inputs(inputs: list[tuple[Any, ...]]) -> None:
-    core = SessionCore()
+@given(st.lists(core_inputs, min_size=1, max_size=25), st.booleans())
+def test_the_core_takes_any_sequence_of_inputs(
+    inputs: list[tuple[Any, ...]], summary_in_session: bool
+) -> None:
+    core = SessionCore(CoreConfig(summary_in_session=summary_in_session))
     core.session_started(1, "start", 60.0)
     with capture_logs():
         for step in inputs:

@@ -358,7 +358,8 @@ def test_a_summary_that_does_not_complete_falls_back_to_the_shell(ending: str, s
     assert [i.text for i in fallback.inputs][:1] == ["My order number 0 ships to Paris?"]
     # Nothing is cancelled: that response has ended.
     assert [e for e in conv.sent if e["type"] == "response.cancel"] == []
-    conv.take(conv.core.summary_ready(fallback.job_id, "Extractive words."))
+    assert fallback.fallback is True  # the shell reports what it writes as the fallback
+    conv.take(conv.core.summary_ready(fallback.job_id, "Extractive words.", fallback.fallback))
     server.pump()
     stats = conv.core.compactor.stats
     assert (stats.compactions, stats.fallbacks, stats.session_summary_failures) == (1, 1, 1)
@@ -392,7 +393,8 @@ def test_a_slow_summary_times_out_is_cancelled_and_its_late_end_ignored() -> Non
     assert conv.core.compactor.stats.session_summary_timeouts == 1
     # Its end after the cancel changes nothing; the fallback's summary is used.
     conv.apply(oob.done("cancelled", text="Slow"))
-    conv.take(conv.core.summary_ready(fallback.job_id, "Extractive words."))
+    assert fallback.fallback is True  # the shell reports what it writes as the fallback
+    conv.take(conv.core.summary_ready(fallback.job_id, "Extractive words.", fallback.fallback))
     server.pump()
     assert conv.state.summary == "Extractive words."
     assert conv.core.compactor.stats.compactions == 1
@@ -409,6 +411,19 @@ def test_a_summary_that_starts_after_its_timeout_is_cancelled_on_sight() -> None
     [cancel] = [e for e in conv.sent if e["type"] == "response.cancel"]
     assert cancel["response_id"] == "oob1"
     assert "oob1" not in conv.state.responses
+
+
+def test_a_shell_summary_arriving_first_cancels_the_sessions() -> None:
+    conv, server, oob = begin()
+    conv.apply(oob.created(), oob.item_added())
+    job = conv.core.compactor.job_id
+    conv.take(conv.core.summary_ready(job, "From the shell."))
+    [cancel] = [e for e in conv.sent if e["type"] == "response.cancel"]
+    assert cancel["response_id"] == "oob1"
+    conv.apply(*oob.deltas("Too late"), oob.done(text="Too late"))
+    server.pump()
+    assert conv.state.summary == "From the shell."
+    assert conv.core.compactor.stats.compactions == 1
 
 
 def test_a_summary_of_a_session_that_ended_is_dropped() -> None:

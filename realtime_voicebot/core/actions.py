@@ -82,6 +82,9 @@ class Summarize(Action):
     inputs: Sequence[SummaryInput]
     previous_summary: str | None
     language: str
+    fallback: bool = False
+    """The session could not write this summary (``summarizer realtime``): whatever writes
+    it now is its fallback, and is reported as one."""
 
 
 @dataclass(frozen=True, slots=True)

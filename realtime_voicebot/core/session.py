@@ -107,8 +107,9 @@ class CoreConfig:
     confirm_timeout_s: float = 10.0
     response_timeout_s: float = 15.0
     rollover_margin_s: float = 120.0
-    summary_in_session: bool = True
-    """The session writes the summaries (``summarizer realtime``): an out-of-band response."""
+    summary_in_session: bool = False
+    """The session writes the summaries (an out-of-band response) instead of the shell;
+    `from_settings` sets it for ``summarizer realtime``, the default setting."""
     summary_timeout_s: float = 20.0
 
     @classmethod

@@ -232,10 +232,10 @@ class Compactor:
 
     def summary_ready(self, job_id: int, text: str, fallback: bool = False) -> list[Action]:
         """The summary of job ``job_id`` (written by the fallback summarizer if ``fallback``)."""
-        if job_id != self.job_id or self.phase != "summarizing" or self._request is not None:
+        if job_id != self.job_id or self.phase != "summarizing":
             return []  # abandoned meanwhile
-        self._fallback = self._fallback or fallback
-        self.stats.fallbacks += self._fallback
+        self._fallback = fallback
+        self.stats.fallbacks += fallback
         return self._begin(text)
 
     def timer_fired(self, key: Hashable) -> list[Action]:
@@ -336,18 +336,24 @@ class Compactor:
         """The session will not write this summary: the shell's (extractive) summarizer does.
         A request still running is cancelled (once it has started, if it has not yet)."""
         assert self.plan is not None
-        actions: list[Action] = []
-        request, self._request = self._request, None
-        if request is not None and request.response_id is not None:
-            actions.append(self._send_tracked(response_cancel(request.response_id)))
-        elif request is not None:
-            self._given_up[request.request_id] = None
-            _forget_oldest(self._given_up)
+        dropped = self._drop_request()
         log.info("session_summary_fallback", job_id=self.job_id, why=why)
-        self._fallback = True
         inputs = summary_inputs(self.conversation, self.plan.summarize_ids)
-        summarize = Summarize(self.job_id, inputs, self.plan.previous_summary, self.language)
-        return [*actions, summarize]
+        previous = self.plan.previous_summary
+        summarize = Summarize(self.job_id, inputs, previous, self.language, fallback=True)
+        return [*dropped, summarize]
+
+    def _drop_request(self) -> list[Action]:
+        """Stop waiting for the session's summary: cancel it by its id, or, if it has not
+        started yet, as soon as it does."""
+        request, self._request = self._request, None
+        if request is None:
+            return []
+        if request.response_id is not None:
+            return [self._send_tracked(response_cancel(request.response_id))]
+        self._given_up[request.request_id] = None
+        _forget_oldest(self._given_up)
+        return []
 
     def _send_tracked(self, event: dict[str, Any]) -> Send:
         """A client event whose ``error`` is the compactor's to handle."""
@@ -357,11 +363,12 @@ class Compactor:
 
     def _begin(self, text: str) -> list[Action]:
         assert self.plan is not None
+        dropped = self._drop_request()  # the shell answered first: the session's is not needed
         self.compaction = Compaction(self.conversation, self.plan, max_retries=self.max_retries)
         events = self.compaction.begin(text, self.dialect)
         self.phase = "confirming"
         self._round = 0
-        actions: list[Action] = [Send(e) for e in events]
+        actions: list[Action] = [*dropped, *(Send(e) for e in events)]
         if self.compaction.done:
             return actions + self._finish()
         return [*actions, StartTimer(self._timer("confirm", 0), self.confirm_timeout_s)]
