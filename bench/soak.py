@@ -223,6 +223,7 @@ async def run_soak(
                 summary_keep_items=2,
                 summary_timeout_s=SUMMARY_TIMEOUT_S,
                 transcript_wait_s=0.5,
+                summarizer="auto",  # the shell's summarizer (the flaky double), not the session's
             )
             lines: asyncio.Queue[str | None] = asyncio.Queue()
             view = SoakView()

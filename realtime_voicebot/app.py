@@ -462,6 +462,9 @@ class VoiceBot:
                 self.metrics.add_usage(usage, self.prices)
                 view.cost(self.metrics.cost_usd)
                 view.window(window, self.settings.summary_threshold)
+            case a.OutOfBandFinished(usage=usage) if usage is not None:
+                self.metrics.add_usage(usage, self.prices)  # the session's summary is billed too
+                view.cost(self.metrics.cost_usd)
             case a.Compacted(items=items, summary_chars=chars):
                 view.compaction(items, chars)
             case a.SessionBegan(reason=reason) if reason != "start":
@@ -520,6 +523,7 @@ class VoiceBot:
         text, fallback = await self.summaries.summarize(
             request.inputs, request.previous_summary, request.language
         )
+        fallback = fallback or request.fallback
         self._feed(self.core.summary_ready(request.job_id, text, fallback))
 
     def _timer_fired(self, key: Hashable) -> None:

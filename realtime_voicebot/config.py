@@ -44,7 +44,7 @@ EchoMode = Literal["off", "gate", "aec"]
 FalseInterruption = Literal["resume", "off"]
 LogFormat = Literal["auto", "console", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-SummarizerKind = Literal["auto", "openai", "extractive"]
+SummarizerKind = Literal["auto", "openai", "extractive", "realtime"]
 TurnDetectionMode = Literal["server_vad", "semantic_vad", "manual"]
 VadEagerness = Literal["low", "medium", "high", "auto"]
 NoiseReductionMode = Literal["off", "near_field", "far_field"]
@@ -294,9 +294,9 @@ class Settings(BaseSettings):
         None, gt=0, description="Also compact every N user turns (unset: tokens only)."
     )
     summarizer: SummarizerKind = Field(
-        "auto",
-        description="auto (OpenAI with extractive fallback; extractive offline), openai, "
-        "extractive.",
+        "realtime",
+        description="realtime (the session itself, out of band; extractive fallback), auto "
+        "(OpenAI chat with extractive fallback; extractive offline), openai, extractive.",
     )
     summary_model: str = Field("gpt-4o-mini", min_length=1, description="Summarizer model.")
     summary_base_url: str | None = Field(
@@ -311,7 +311,11 @@ class Settings(BaseSettings):
         description="Summary language: auto (the conversation's) or a code such as en, fr.",
     )
     summary_timeout_s: float = Field(
-        20.0, gt=0, le=300, description="Timeout of one summarizer call."
+        20.0,
+        gt=0,
+        le=300,
+        description="Timeout of one summary (chat call or out-of-band response); then the "
+        "extractive fallback writes it.",
     )
     transcript_wait_s: float = Field(
         5.0, ge=0, le=120, description="How long a compaction waits for pending transcripts."

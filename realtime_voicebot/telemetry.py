@@ -319,6 +319,7 @@ class Telemetry:
             a.CancelTool: self._tool_cancelled,
             a.CompactionStarted: self._compaction_started,
             a.Summarize: self._summarize,
+            a.SummaryAsked: self._summarize,
             a.SummaryReady: self._summary_ready,
             a.Compacted: self._compacted,
             a.CompactionFailed: self._compaction_failed,
@@ -734,17 +735,27 @@ class Telemetry:
         while len(self._compactions) > 4:
             self._end_compaction(next(iter(self._compactions)), "forgotten", now)
 
-    def _summarize(self, action: a.Summarize) -> None:
+    def _summarize(self, action: a.Summarize | a.SummaryAsked) -> None:
+        """A summary begins: the session's own (`SummaryAsked`), the summarizer's, or the
+        fallback's after the session's did not come (which ends that one's span)."""
         compaction = self._compactions.get(action.job_id)
         if compaction is None:
             return
-        attributes: dict[str, Any] = {
-            "voicebot.summary.inputs": len(action.inputs),
-            "voicebot.summary.previous": action.previous_summary is not None,
-            "voicebot.summary.language": action.language,
-            "voicebot.summarizer": self._summarizer,
-        }
         now = self._now()
+        if isinstance(action, a.SummaryAsked):
+            inputs, previous, writer = action.inputs, action.previous_summary, "realtime"
+        else:
+            inputs, previous = len(action.inputs), action.previous_summary is not None
+            writer = "extractive" if action.fallback else self._summarizer
+        if compaction.summarize is not None:  # the session's summary did not come
+            compaction.summarize.set_attribute("voicebot.summary.fallback", True)
+            compaction.summarize.end(now)
+        attributes: dict[str, Any] = {
+            "voicebot.summary.inputs": inputs,
+            "voicebot.summary.previous": previous,
+            "voicebot.summary.language": action.language,
+            "voicebot.summarizer": writer,
+        }
         compaction.summarize = self._span(SPAN_SUMMARIZE, compaction.context, now, attributes)
 
     def _summary_ready(self, action: a.SummaryReady) -> None:

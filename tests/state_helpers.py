@@ -176,11 +176,16 @@ class Server:
 
     # --- responses -----------------------------------------------------------------------
 
-    def response_created(self, response_id: str) -> ServerEvent:
-        return self.event(
-            "response.created",
-            response={"id": response_id, "object": "realtime.response", "status": "in_progress"},
-        )
+    def response_created(
+        self, response_id: str, *, out_of_band: bool = False, metadata: JSON | None = None
+    ) -> ServerEvent:
+        """``out_of_band``: ``conversation_id`` null (``conversation: "none"``)."""
+        response: JSON = {"id": response_id, "object": "realtime.response", "status": "in_progress"}
+        if out_of_band:
+            response["conversation_id"] = None
+        if metadata is not None:
+            response["metadata"] = metadata
+        return self.event("response.created", response=response)
 
     def response_done(
         self,
@@ -188,12 +193,19 @@ class Server:
         status: str = "completed",
         usage: JSON | None = None,
         output: list[JSON] | None = None,
+        *,
+        out_of_band: bool = False,
+        metadata: JSON | None = None,
     ) -> ServerEvent:
         response: JSON = {"id": response_id, "object": "realtime.response", "status": status}
         if usage is not None:
             response["usage"] = usage
         if output is not None:
             response["output"] = output
+        if out_of_band:
+            response["conversation_id"] = None
+        if metadata is not None:
+            response["metadata"] = metadata
         return self.event("response.done", response=response)
 
     def output_item_added(self, response_id: str, item: JSON) -> ServerEvent:

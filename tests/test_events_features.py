@@ -301,6 +301,24 @@ def test_out_of_band_response_shapes(dialect: ev.Dialect) -> None:
     )
 
 
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_out_of_band_response_without_instructions_and_tools_off(dialect: ev.Dialect) -> None:
+    event = ev.out_of_band_response_create(
+        dialect, instructions=None, input_items=[], tool_choice="none"
+    )
+    validate_client(event, dialect)
+    key = "output_modalities" if dialect == "ga" else "modalities"
+    # No instructions: the session's apply; the tools stay in the prompt but none is called.
+    assert event["response"] == {
+        "conversation": "none",
+        key: ["text"],
+        "tool_choice": "none",
+        "input": [],
+    }
+    with pytest.raises(pydantic.ValidationError):
+        validate_client({**event, "response": {**event["response"], "tool_choice": 7}}, dialect)
+
+
 def test_item_references_validate_with_the_sdk_request_types() -> None:
     event = ev.out_of_band_response_create(
         "ga",

@@ -8,6 +8,7 @@ and every client event against the client union (references: the SDK's request T
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -787,6 +788,36 @@ async def test_faults_still_apply_to_out_of_band_responses(make_server: MakeServ
         await client.send(ev.response_cancel(created["response"]["id"]))
         done, before = await client.recv_until("response.done")
         assert before == [] and done["response"]["status"] == "cancelled"
+
+
+async def test_a_held_out_of_band_response_waits_while_replies_go_on(
+    make_server: MakeServer,
+) -> None:
+    hold = asyncio.Event()
+    server = await make_server(faults=Faults(hold_out_of_band=hold))
+    async with connect_client(server) as client:
+        await create_text(client, "Hello.")
+        oob = ev.out_of_band_response_create("ga", instructions=SUMMARY)
+        await client.send(oob)
+        created, _ = await client.recv_until("response.created")
+        oob_id = created["response"]["id"]
+        # A reply of the conversation runs and ends while the summary is held.
+        reply, between = await respond(client)
+        assert reply["response"]["conversation_id"] is not None
+        assert not [e for e in between if e.get("response_id") == oob_id]
+        assert [r.id for r in server.sessions[0].out_of_band] == [oob_id]
+        hold.set()
+        done, streamed = await client.recv_until(is_done_of(oob_id))
+        assert done["response"]["status"] == "completed"
+        assert any(e["type"] == "response.output_text.delta" for e in streamed)
+        # Held again: a cancel ends it at once, with nothing streamed.
+        hold.clear()
+        await client.send(ev.out_of_band_response_create("ga", instructions=SUMMARY))
+        created, _ = await client.recv_until("response.created")
+        await client.send(ev.response_cancel(created["response"]["id"]))
+        cancelled, before = await client.recv_until(is_done_of(created["response"]["id"]))
+        assert cancelled["response"]["status"] == "cancelled"
+        assert [e["type"] for e in before] == []
 
 
 async def test_out_of_band_response_reads_a_truncated_view_without_truncating(

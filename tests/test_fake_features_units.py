@@ -233,6 +233,54 @@ def test_out_of_band_summary_lists_what_was_said() -> None:
     assert out_of_band_reply({"instructions": "Summarise."}, []) == "Summary:\n(nothing was said)"
 
 
+def _system(item_id: str, text: str) -> Item:
+    return Item(item_id, "message", role="system", content=[ContentPart("input_text", text=text)])
+
+
+def test_a_summary_asked_by_a_last_system_item_does_not_summarize_that_item() -> None:
+    ask = _system("ask", "Write the running summary of the conversation above.")
+    items = [*items_for_summary()[:3], ask]
+    inline = {"type": "message", "role": "system", "content": []}
+    request = {"input": [{"type": "item_reference", "id": i.id} for i in items[:3]] + [inline]}
+    lines = out_of_band_reply(request, items).split("\n")
+    assert lines == [
+        "Summary:",
+        "system: Summary: Ann likes tea.",
+        "user: My dog is Rex.",
+        "assistant: Nice name!",
+    ]
+    # Not the request: a last item that is a reference, or that asks for nothing.
+    referenced = {"input": [{"type": "item_reference", "id": i.id} for i in items]}
+    assert out_of_band_reply(referenced, items) == "You said: My dog is Rex."
+    plain = [*items[:3], _system("note", "Be brief.")]
+    assert out_of_band_reply({"input": [inline] * 4}, plain) == "You said: My dog is Rex."
+    with_purpose = out_of_band_reply(
+        {"input": [inline] * 4, "metadata": {"purpose": "summary"}}, plain
+    )
+    assert with_purpose.split("\n")[-1] == "system: Be brief."
+
+
+def test_a_summary_is_bounded_keeping_its_first_line_and_the_newest() -> None:
+    items = [_system("s0", "Summary: Ann likes tea.")] + [
+        Item(
+            f"u{n}",
+            "message",
+            role="user",
+            content=[ContentPart("input_text", text=f"turn {n} " * 20)],
+        )
+        for n in range(40)
+    ]
+    summary = out_of_band_reply({"instructions": "Summarize."}, items)
+    lines = summary.split("\n")
+    assert len(summary) <= 1_500
+    assert lines[:2] == ["Summary:", "system: Summary: Ann likes tea."]
+    assert lines[-1].startswith("user: turn 39 ")
+    numbers = [int(line.split()[2]) for line in lines[2:]]
+    assert numbers == list(range(40 - len(numbers), 40))  # the oldest gave way
+    short = out_of_band_reply({"instructions": "Summarize."}, items[:3])
+    assert len(short.split("\n")) == 4  # under the bound nothing is dropped
+
+
 def test_out_of_band_reply_without_a_summary_request_echoes() -> None:
     assert out_of_band_reply({"instructions": "Classify."}, items_for_summary()[:2]) == (
         "You said: My dog is Rex."

@@ -163,16 +163,19 @@ async def test_a_summary_with_a_local_url_goes_to_the_local_server() -> None:
 
 
 def test_config_show_says_where_the_summarizer_and_the_session_go() -> None:
-    result = runner.invoke(
-        app, ["config", "show", "--json", "--url", "ws://127.0.0.1:8765/v1"], env=clean_env()
-    )
+    local = ["config", "show", "--json", "--url", "ws://127.0.0.1:8765/v1"]
+    result = runner.invoke(app, local, env=clean_env())
     assert result.exit_code == 0, result.output
     where = json.loads(result.output)["destinations"]
     assert where["realtime endpoint"].startswith("ws://127.0.0.1:8765/v1/realtime?")
-    assert where["summarizer"].startswith("this machine")  # no key: extractive
+    assert where["summarizer"].startswith("the realtime session itself")  # the default
+    result = runner.invoke(app, [*local, "--summarizer", "auto"], env=clean_env())
+    assert result.exit_code == 0, result.output
+    no_key = json.loads(result.output)["destinations"]["summarizer"]
+    assert no_key.startswith("this machine")  # auto without a key: extractive
     keyed = runner.invoke(
         app,
-        ["config", "show", "--url", "ws://127.0.0.1:8765/v1"],
+        ["config", "show", "--url", "ws://127.0.0.1:8765/v1", "--summarizer", "auto"],
         env=clean_env(OPENAI_API_KEY=f"sk-{SECRET}"),
     )
     assert keyed.exit_code == 0, keyed.output

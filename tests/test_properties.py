@@ -28,7 +28,7 @@ from structlog.testing import capture_logs
 
 from realtime_voicebot.app import RunOptions, VoiceBot
 from realtime_voicebot.config import load_settings
-from realtime_voicebot.core import SessionCore
+from realtime_voicebot.core import CoreConfig, SessionCore
 from realtime_voicebot.core.conversation import Conversation as Mirror
 from realtime_voicebot.testing import RecordingView, scaled
 from realtime_voicebot.tools.runner import ToolResult
@@ -183,6 +183,7 @@ core_inputs = st.one_of(
     st.tuples(st.just("event"), parsed_events),
     st.tuples(st.just("typed"), st.text(max_size=8)),
     st.tuples(st.just("timer"), json_values.map(lambda v: ("compaction", v, "confirm", 0))),
+    st.tuples(st.just("timer"), json_values.map(lambda v: ("compaction", v, "summary"))),
     st.tuples(st.just("watchdog"), st.integers(0, 3)),
     st.tuples(st.just("tool"), st.text(max_size=6)),
     st.tuples(st.just("summary"), st.integers(0, 3), st.text(max_size=12)),
@@ -192,9 +193,11 @@ core_inputs = st.one_of(
 
 
 @FAST
-@given(st.lists(core_inputs, min_size=1, max_size=25))
-def test_the_core_takes_any_sequence_of_inputs(inputs: list[tuple[Any, ...]]) -> None:
-    core = SessionCore()
+@given(st.lists(core_inputs, min_size=1, max_size=25), st.booleans())
+def test_the_core_takes_any_sequence_of_inputs(
+    inputs: list[tuple[Any, ...]], summary_in_session: bool
+) -> None:
+    core = SessionCore(CoreConfig(summary_in_session=summary_in_session))
     core.session_started(1, "start", 60.0)
     with capture_logs():
         for step in inputs:

@@ -241,7 +241,10 @@ def test_build_summarizer_honours_settings() -> None:
     )
     assert isinstance(build_summarizer(load_settings(keyed), offline=True), ExtractiveSummarizer)
     assert isinstance(build_summarizer(load_settings()), ExtractiveSummarizer)  # no key
-    auto = build_summarizer(load_settings(keyed))
+    # realtime (the default): the session writes summaries; the shell only falls back.
+    assert load_settings().summarizer == "realtime"
+    assert isinstance(build_summarizer(load_settings(keyed)), ExtractiveSummarizer)
+    auto = build_summarizer(load_settings({**keyed, "summarizer": "auto"}))
     assert isinstance(auto, FallbackSummarizer)
     assert isinstance(auto.primary, OpenAISummarizer)
     assert isinstance(auto.fallback, ExtractiveSummarizer)

@@ -105,6 +105,9 @@ class Summarize(Action):
     inputs: Sequence[SummaryInput]
     previous_summary: str | None
     language: str
+    fallback: bool = False
+    """The session could not write this summary (``summarizer realtime``): whatever writes
+    it now is its fallback, and is reported as one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +222,17 @@ class ResponseFinished(Action):
 
 
 @dataclass(frozen=True, slots=True)
+class OutOfBandFinished(Action):
+    """A response outside the conversation ended (the session's own summary): billed like
+    any response, never a turn. ``purpose`` is its ``metadata.purpose`` ("" when none)."""
+
+    response_id: str | None
+    status: str
+    usage: Usage | None
+    purpose: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallStarted(Action):
     call_id: str
     name: str | None
@@ -296,6 +310,17 @@ class CompactionStarted(Action):
     job_id: int
     reason: str
     items: int
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryAsked(Action):
+    """The session itself was asked for the summary of job ``job_id`` (out of band); its
+    `SummaryReady` follows, or a `Summarize` with ``fallback`` when it does not come."""
+
+    job_id: int
+    inputs: int
+    previous_summary: bool
+    language: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -308,7 +308,10 @@ class Conversation:
     # --- applying server events ----------------------------------------------------------
 
     def apply(self, event: ServerEvent) -> None:
-        """Update the mirror and history from one server event."""
+        """Update the mirror and history from one server event of the conversation.
+
+        Events of out-of-band responses never come here: `SessionCore` keeps them away from
+        every part but the compactor (see `core.out_of_band`)."""
         payload = event.payload
         kind = event.type
         if isinstance(payload, pl.ItemEvent):
@@ -340,7 +343,7 @@ class Conversation:
             self.active_response_id = payload.response_id
             self._set_response_status(payload.response_id, "in_progress")
             self._settle_assistants()
-        elif isinstance(payload, pl.ResponseDone) and not payload.out_of_band:
+        elif isinstance(payload, pl.ResponseDone):
             self._on_response_done(payload)
 
     def _apply_item_ref(self, kind: ServerEventType, ref: pl.ItemRef) -> None:

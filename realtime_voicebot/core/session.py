@@ -23,7 +23,8 @@ history), `TurnTaking` (barge-in, typed lines, the reply watchdog), `ToolCalls` 
 calls to answer, when), `Compactor` (when and how to summarize), and the rollover before
 the session's time limit. Each server event goes through them in a fixed order, written
 once in `server_event`: the conversation first (everyone reads it), then turn-taking, tool
-calls, compaction, and last what to play and show.
+calls, compaction, and last what to play and show. Events of responses outside the
+conversation (the session's own summary, `core.out_of_band`) go to the compactor alone.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from realtime_voicebot.core.actions import (
     EndAudio,
     ErrorReported,
     Notice,
+    OutOfBandFinished,
     PlayAudio,
     Record,
     ReplyDelta,
@@ -61,6 +63,7 @@ from realtime_voicebot.core.approvals import HostedMcp
 from realtime_voicebot.core.compaction import CompactionPolicy, Compactor
 from realtime_voicebot.core.conversation import Conversation, RoleText, new_item_id
 from realtime_voicebot.core.images import ImageInput, image_turn
+from realtime_voicebot.core.out_of_band import OutOfBandResponses
 from realtime_voicebot.core.recap import seed_text
 from realtime_voicebot.core.tool_calls import ToolCalls
 from realtime_voicebot.core.turn_taking import (
@@ -119,6 +122,10 @@ class CoreConfig:
     response_timeout_s: float = 15.0
     rollover_margin_s: float = 120.0
     mcp_approval_timeout_s: float = 30.0
+    summary_in_session: bool = False
+    """The session writes the summaries (an out-of-band response) instead of the shell;
+    `from_settings` sets it for ``summarizer realtime``, the default setting."""
+    summary_timeout_s: float = 20.0
 
     @property
     def manual_turns(self) -> bool:
@@ -163,6 +170,8 @@ class CoreConfig:
             response_timeout_s=settings.response_timeout_s,
             rollover_margin_s=settings.rollover_margin_s,
             mcp_approval_timeout_s=settings.mcp_approval_timeout_s,
+            summary_in_session=settings.summarizer == "realtime",
+            summary_timeout_s=settings.summary_timeout_s,
         )
 
 
@@ -209,8 +218,11 @@ class SessionCore:
             language=self.config.summary_language,
             transcript_wait_s=self.config.transcript_wait_s,
             confirm_timeout_s=self.config.confirm_timeout_s,
+            in_session=self.config.summary_in_session,
+            summary_timeout_s=self.config.summary_timeout_s,
         )
         self.hosted_mcp = HostedMcp(self.config.mcp_approval_timeout_s)
+        self.out_of_band = OutOfBandResponses()
         self.stats = CoreStats()
         self.responses_by_status: dict[str, int] = {}
         self.errors_by_code: dict[str, int] = {}
@@ -244,6 +256,7 @@ class SessionCore:
             "tool_calls": self.tool_calls.snapshot(),
             "compaction": self.compactor.snapshot(),
             "hosted_mcp": self.hosted_mcp.snapshot(),
+            "out_of_band": vars(self.out_of_band.stats),
         }
 
     # --- inputs --------------------------------------------------------------------------
@@ -302,6 +315,8 @@ class SessionCore:
 
     def server_event(self, event: ServerEvent) -> list[Action]:
         """One server event, through every part in order."""
+        if self.out_of_band.claims(event):
+            return self._out_of_band(event)
         self.conversation.apply(event)
         actions = self.turns.on_event(event)
         tool_actions, reply_due = self.tool_calls.on_event(event)
@@ -313,6 +328,19 @@ class SessionCore:
         actions += self._present(event)
         if isinstance(event.payload, pl.ResponseDone) and not event.payload.out_of_band:
             actions += self.compactor.maybe_start()
+        return actions + self._maybe_roll_over() + self._records()
+
+    def _out_of_band(self, event: ServerEvent) -> list[Action]:
+        """An event of a response outside the conversation (the session's own summary): the
+        compactor's alone. No other part sees it: it adds nothing to the mirror, plays and
+        shows nothing, is not the active response and answers no typed line or tool call."""
+        actions = self.compactor.on_out_of_band(event)
+        payload = event.payload
+        if isinstance(payload, pl.ResponseDone):
+            purpose = payload.metadata.get("purpose", "")
+            actions.append(
+                OutOfBandFinished(payload.response_id, payload.status, payload.usage, purpose)
+            )
         return actions + self._maybe_roll_over() + self._records()
 
     def typed_line(self, text: str) -> list[Action]:

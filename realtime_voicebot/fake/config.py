@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,9 @@ class Faults:
     unknown_event_type: str = "response.fake_unknown_event"
     response_delay_s: float = 0.0
     """Time between ``response.created`` and the first output (cancellable)."""
+    hold_out_of_band: asyncio.Event | None = None
+    """Out-of-band responses wait for this event (or a cancel) before their first output:
+    a test holds the session's summary open while the conversation goes on."""
     drop_on_client_event: str | None = None
     """Drop the connection when a client event of this type arrives, before handling it
     (e.g. ``conversation.item.delete``: a connection lost in the middle of a compaction)."""

@@ -123,6 +123,15 @@ class ResponseRun:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._cancel.wait(), seconds)
 
+    async def _until(self, event: asyncio.Event) -> None:
+        """Wait until ``event`` is set, or the response is cancelled."""
+        waits = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._cancel.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
     async def _pace(self, media_s: float) -> None:
         """Wait until ``media_s`` of output is due at the configured speed."""
         speed = self.session.config.speed
@@ -136,6 +145,9 @@ class ResponseRun:
         session = self.session
         try:
             await self._wait(session.faults.response_delay_s)
+            hold = session.faults.hold_out_of_band
+            if hold is not None and not self.in_conversation:
+                await self._until(hold)
             self._clock = asyncio.get_running_loop().time()
             reply = self.reply
             calls = () if isinstance(reply, mcp.McpFollowUp) else reply_calls(reply)

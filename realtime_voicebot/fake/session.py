@@ -85,6 +85,8 @@ RECENT_PROMPTS = 8
 """Prompts the cache model remembers: a response's cached input is its longest common
 prefix with any of them (so an out-of-band summary does not evict the conversation's)."""
 SUMMARY_LINE_CHARS = 200
+SUMMARY_MAX_CHARS = 1_500
+"""A summary is about as long as a model asked for some 250 words writes."""
 SUMMARY_WORDS = re.compile(r"summar", re.IGNORECASE)
 
 log = structlog.get_logger(component="fake_server")
@@ -93,17 +95,24 @@ log = structlog.get_logger(component="fake_server")
 def out_of_band_reply(request: JSON, items: list[Item]) -> str:
     """What an out-of-band response says (deterministic; the scenario is not used).
 
-    A summary request (``instructions`` mentioning a summary, or ``metadata.purpose`` of
-    ``summary``) gets ``Summary:`` and one line per message or tool item it read, oldest
-    first: ``role: words`` (each cut to 200 characters), so that a summary of a summary
-    carries the earlier lines forward. Anything else echoes the last user words, as a
-    normal reply does.
+    A summary request (``instructions`` mentioning a summary, ``metadata.purpose`` of
+    ``summary``, or a last ``input`` entry that is an inline system message mentioning a
+    summary: the request given as an item, which is not itself summarized) gets
+    ``Summary:`` and one line per message or tool item it read, oldest first: ``role:
+    words`` (each cut to 200 characters), so that a summary of a summary carries the
+    earlier lines forward. Beyond `SUMMARY_MAX_CHARS` the oldest lines after the first give
+    way. Anything else echoes the last user words, as a normal reply does.
     """
     instructions = request.get("instructions")
     metadata = request.get("metadata")
     purpose = metadata.get("purpose") if isinstance(metadata, dict) else None
-    if (isinstance(instructions, str) and SUMMARY_WORDS.search(instructions)) or (
-        purpose == "summary"
+    asked_by_item = _summary_asked_by_last_item(request, items)
+    if asked_by_item:
+        items = items[:-1]
+    if (
+        (isinstance(instructions, str) and SUMMARY_WORDS.search(instructions))
+        or purpose == "summary"
+        or asked_by_item
     ):
         lines = ["Summary:"]
         for item in items:
@@ -115,11 +124,29 @@ def out_of_band_reply(request: JSON, items: list[Item]) -> str:
             lines.append(f"{item.role or item.type}: {words}")
         if len(lines) == 1:
             lines.append("(nothing was said)")
+        while len(lines) > 3 and sum(len(line) + 1 for line in lines) > SUMMARY_MAX_CHARS:
+            del lines[2]
         return "\n".join(lines)
     for item in reversed(items):
         if item.type == ItemType.MESSAGE and item.role == "user" and item.text():
             return f"You said: {item.text()}"
     return "Nothing to answer."
+
+
+def _summary_asked_by_last_item(request: JSON, items: list[Item]) -> bool:
+    """Whether the request's last ``input`` entry is an inline system message asking for a
+    summary (then it is the request, not conversation to summarize)."""
+    entries = request.get("input")
+    if not isinstance(entries, list) or not entries or not items:
+        return False
+    last = entries[-1]
+    item = items[-1]
+    return (
+        isinstance(last, dict)
+        and last.get("type") == ItemType.MESSAGE
+        and item.role == "system"
+        and bool(SUMMARY_WORDS.search(item.text()))
+    )
 
 
 class Transport(Protocol):

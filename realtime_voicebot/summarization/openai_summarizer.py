@@ -16,6 +16,7 @@ from realtime_voicebot.summarization.base import (
     format_turns,
 )
 from realtime_voicebot.summarization.extractive import ExtractiveSummarizer
+from realtime_voicebot.summarization.prompts import SYSTEM_PROMPT, language_instruction
 
 if TYPE_CHECKING:
     from realtime_voicebot.config import Settings
@@ -25,23 +26,14 @@ AZURE_V1_PATH = "/openai/v1/"
 
 ClientFactory = Callable[[], openai.AsyncOpenAI]
 
-SYSTEM_PROMPT = (
-    "You maintain the running summary of a long spoken conversation between a user and a "
-    "voice assistant. The summary replaces the turns it covers, so it must keep everything "
-    "that may matter later: names, numbers, dates, times, places, decisions made, the "
-    "user's preferences and constraints, tasks agreed on, and questions still open. Drop "
-    "greetings, small talk and repetition. Merge the previous summary (if any) with the new "
-    "turns into one updated summary; never lose a fact from the previous summary unless the "
-    "new turns correct it. Write short factual sentences or bullet lines, at most about 250 "
-    "words, plain text only, without any preamble."
-)
-
-
-def language_instruction(language: str) -> str:
-    """The sentence telling the model which language to write in."""
-    if language.strip().lower() in ("", "auto"):
-        return "Write the summary in the language the conversation is held in."
-    return f"Write the summary in the language whose ISO 639 code is '{language.strip()}'."
+__all__ = [
+    "SYSTEM_PROMPT",
+    "OpenAISummarizer",
+    "build_messages",
+    "build_summarizer",
+    "client_from_settings",
+    "language_instruction",
+]
 
 
 def build_messages(
@@ -137,15 +129,18 @@ def client_from_settings(settings: Settings) -> openai.AsyncOpenAI:
 
 
 def build_summarizer(settings: Settings, offline: bool = False) -> Summarizer:
-    """The summarizer ``settings.summarizer`` asks for.
+    """The summarizer the shell runs for ``settings.summarizer``.
 
     ``extractive``, or ``auto`` when offline or without an API key: `ExtractiveSummarizer`.
     ``auto``: OpenAI with the extractive fallback. ``openai``: OpenAI alone (the compaction
-    runner still falls back to extractive when it fails).
+    runner still falls back to extractive when it fails). ``realtime``: the session writes
+    the summary itself (the core asks it, see `core.compaction.in_session`); the shell only
+    runs the fallback, extractive.
     """
     extractive = ExtractiveSummarizer()
     kind = settings.summarizer
-    if kind == "extractive" or (kind == "auto" and (offline or settings.api_key() is None)):
+    offline_auto = kind == "auto" and (offline or settings.api_key() is None)
+    if kind in ("extractive", "realtime") or offline_auto:
         return extractive
     primary = OpenAISummarizer.from_settings(settings)
     if kind == "openai":

@@ -99,6 +99,8 @@ def summarizer_base_url(settings: Settings) -> str:
 def summarizer_destination(settings: Settings) -> str:
     """Where summaries are made, in words (for `voicebot config show` and the start-up log)."""
     kind = settings.summarizer
+    if kind == "realtime":
+        return "the realtime session itself (out of band; extractive fallback on this machine)"
     if kind == "extractive" or (kind == "auto" and settings.api_key() is None):
         return "this machine (extractive summarizer, nothing is sent)"
     try:

@@ -698,19 +698,23 @@ MAX_METADATA_VALUE_CHARS = 512
 def out_of_band_response_create(
     dialect: Dialect,
     *,
-    instructions: str,
+    instructions: str | None,
     metadata: dict[str, str] | None = None,
     input_items: list[JSON] | None = None,
     output_modalities: tuple[Literal["text", "audio"], ...] = ("text",),
     max_output_tokens: int | None = None,
+    tool_choice: Literal["auto", "none", "required"] | None = None,
 ) -> JSON:
     """A ``response.create`` that runs outside the default conversation (``conversation:
     "none"``): it adds no item, may run beside a normal response, and its ``response.done``
     has ``conversation_id: null`` and echoes ``metadata`` (up to 16 string pairs).
 
-    ``input_items`` None: the model reads the whole conversation; ``[]``: nothing; else
-    items (inline, or `item_reference`). GA validates references only with the SDK's
-    ``ResponseCreateEventWithReferencesParam``; beta's union takes them as they are.
+    ``instructions`` None: the session's apply (the prompt then starts like the
+    conversation's, so its cached prefix is reused). ``input_items`` None: the model reads
+    the whole conversation; ``[]``: nothing; else items (inline, or `item_reference`). GA
+    validates references only with the SDK's ``ResponseCreateEventWithReferencesParam``;
+    beta's union takes them as they are. ``tool_choice`` ``none`` keeps the session's tools
+    in the prompt but calls none of them.
     """
     if len(metadata or {}) > MAX_METADATA_PAIRS:
         raise ValueError(f"metadata holds at most {MAX_METADATA_PAIRS} pairs")
@@ -723,8 +727,11 @@ def out_of_band_response_create(
     response: JSON = {
         "conversation": "none",
         ("output_modalities" if dialect == "ga" else "modalities"): list(output_modalities),
-        "instructions": instructions,
     }
+    if instructions is not None:
+        response["instructions"] = instructions
+    if tool_choice is not None:
+        response["tool_choice"] = tool_choice
     if metadata:
         response["metadata"] = dict(metadata)
     if input_items is not None:

@@ -7,7 +7,11 @@ compaction is due, the compactor takes a snapshot (`CompactionPlan`) and goes th
    still lacks; the ones that never come are summarized as inaudible;
 2. ``summarizing``: ask the shell to summarize (`Summarize`); the shell answers with
    `summary_ready`, falling back to the extractive summarizer when the primary one fails or
-   times out, so a compaction never waits on the network for long;
+   times out, so a compaction never waits on the network for long. With ``in_session``
+   the session writes it instead: an out-of-band response (`in_session`) whose events the
+   core hands to `on_out_of_band`; when it fails, is cancelled, comes back empty or takes
+   longer than ``summary_timeout_s`` (a timer), the shell's `Summarize` (extractive) writes
+   it. The model hears the turns themselves, so it does not wait for their transcripts;
 3. ``confirming``: send the summary item and the deletes (`Compaction`, the procedure), and
    wait (timers, `confirm_timeout_s`, with `confirm_rounds` rounds of resends) for the
    server's confirmations, which arrive as ordinary server events.
@@ -32,18 +36,34 @@ from realtime_voicebot.core.actions import (
     Send,
     StartTimer,
     Summarize,
+    SummaryAsked,
     SummaryReady,
+)
+from realtime_voicebot.core.compaction.in_session import (
+    InSessionSummary,
+    SummaryLayout,
+    SummaryOutcome,
+    summary_request,
 )
 from realtime_voicebot.core.compaction.policy import CompactionPlan, CompactionPolicy
 from realtime_voicebot.core.compaction.procedure import DEFAULT_MAX_RETRIES, Compaction
 from realtime_voicebot.core.conversation import INAUDIBLE, Conversation, TranscriptState
+from realtime_voicebot.core.out_of_band import our_request
 from realtime_voicebot.summarization.base import SummaryInput
-from realtime_voicebot.transport.events import Dialect, ServerEvent, ServerEventType
+from realtime_voicebot.transport import payloads as pl
+from realtime_voicebot.transport.events import (
+    Dialect,
+    ServerEvent,
+    ServerEventType,
+    response_cancel,
+)
 
 log = structlog.get_logger(component="compactor")
 
 MAX_TOOL_TEXT = 500
 """Function calls and outputs are clipped to this many characters for the summarizer."""
+REQUESTS_KEPT = 32
+"""Event ids of our out-of-band requests and cancels remembered (their errors are ours)."""
 
 _TRANSCRIPT_EVENTS = frozenset(
     {
@@ -68,6 +88,11 @@ class CompactionStats:
     abandoned: int = 0
     fallbacks: int = 0
     """Summaries written by the extractive fallback (primary failed or timed out)."""
+    session_summaries: int = 0
+    """Summaries the session wrote itself (``in_session``)."""
+    session_summary_failures: int = 0
+    """Out-of-band summaries that failed, were cancelled or rejected, or came back empty."""
+    session_summary_timeouts: int = 0
     items_summarized: int = 0
     items_deleted: int = 0
     delete_retries: int = 0
@@ -107,6 +132,8 @@ class Compactor:
         confirm_timeout_s: float = 10.0,
         confirm_rounds: int = 2,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        in_session: bool = False,
+        summary_timeout_s: float = 20.0,
     ) -> None:
         self.conversation = conversation
         self.policy = policy
@@ -116,6 +143,11 @@ class Compactor:
         self.confirm_timeout_s = confirm_timeout_s
         self.confirm_rounds = confirm_rounds
         self.max_retries = max_retries
+        self.in_session = in_session
+        """The session writes the summary (an out-of-band response), not the shell."""
+        self.summary_timeout_s = summary_timeout_s
+        self.summary_layout: SummaryLayout = "prefix"
+        """How the out-of-band request lays out its prompt (see `in_session`)."""
         self.stats = CompactionStats()
         self.phase: Phase = "idle"
         self.job_id = 0
@@ -124,6 +156,11 @@ class Compactor:
         """The server side of the compaction in flight, once its summary exists."""
         self._round = 0
         self._fallback = False
+        self._request: InSessionSummary | None = None
+        """The out-of-band summary being written now."""
+        self._given_up: dict[str, None] = {}
+        """Markers of requests we stopped waiting for before they started: cancel on sight."""
+        self._sent: dict[str, None] = {}
 
     @property
     def in_flight(self) -> bool:
@@ -131,6 +168,8 @@ class Compactor:
 
     def owns_request(self, event_id: str | None) -> bool:
         """Whether an ``error`` answering this client event id is the compaction's to handle."""
+        if event_id is not None and event_id in self._sent:
+            return True
         return self.compaction is not None and self.compaction.tracks(event_id)
 
     def snapshot(self) -> dict[str, Any]:
@@ -162,7 +201,7 @@ class Compactor:
             delete=len(plan.delete_ids),
         )
         actions: list[Action] = [CompactionStarted(self.job_id, plan.reason, len(plan.delete_ids))]
-        if self._missing_transcripts():
+        if not self.in_session and self._missing_transcripts():
             self.phase = "transcripts"
             actions.append(StartTimer(self._timer("transcripts"), self.transcript_wait_s))
             return actions
@@ -170,6 +209,8 @@ class Compactor:
 
     def on_event(self, event: ServerEvent) -> list[Action]:
         """Feed a server event (after the conversation has applied it)."""
+        if self._request is not None and isinstance(event.payload, pl.ServerError):
+            return self._follow(event)  # the out-of-band request may have been refused
         if self.phase == "transcripts" and event.type in _TRANSCRIPT_EVENTS:
             return [] if self._missing_transcripts() else self._summarize()
         if self.phase == "confirming" and self.compaction is not None:
@@ -178,6 +219,19 @@ class Compactor:
                 actions += self._finish()
             return actions
         return []
+
+    def on_out_of_band(self, event: ServerEvent) -> list[Action]:
+        """Feed an event of a response outside the conversation (see `core.out_of_band`):
+        the session's summary, or one we stopped waiting for (cancelled when it starts)."""
+        payload = event.payload
+        if isinstance(payload, pl.ResponseCreated):
+            marker = our_request(payload.metadata)
+            if marker is not None and marker in self._given_up:
+                del self._given_up[marker]
+                return [self._send_tracked(response_cancel(payload.response_id))]
+        if self._request is None:
+            return []
+        return self._follow(event)
 
     def summary_ready(self, job_id: int, text: str, fallback: bool = False) -> list[Action]:
         """The summary of job ``job_id`` (written by the fallback summarizer if ``fallback``)."""
@@ -196,6 +250,10 @@ class Compactor:
             return self._summarize()
         if key[2] == "confirm" and self.phase == "confirming" and key[3] == self._round:
             return self._next_round()
+        if key[2] == "summary" and self.phase == "summarizing" and self._request is not None:
+            self.stats.session_summary_timeouts += 1
+            log.warning("session_summary_timeout", job_id=self.job_id)
+            return self._fall_back("timeout")
         return []
 
     def on_new_session(self) -> None:
@@ -204,6 +262,7 @@ class Compactor:
         A summary already produced and sent is kept (the conversation adopts it), so the
         re-seed carries it; otherwise the re-seed holds the previous summary and the turns.
         """
+        self._given_up.clear()  # their responses ended with the old session
         if not self.in_flight:
             return
         compaction = self.compaction
@@ -237,15 +296,88 @@ class Compactor:
         self.phase = "summarizing"
         if not inputs and previous:
             return self._begin(previous)
+        if self.in_session:
+            return self._ask_session()
         return [Summarize(self.job_id, inputs, previous, self.language)]
+
+    def _ask_session(self) -> list[Action]:
+        """Send the out-of-band summary request, with its timer."""
+        assert self.plan is not None
+        request = summary_request(
+            self.conversation,
+            self.plan,
+            dialect=self.dialect,
+            language=self.language,
+            layout=self.summary_layout,
+        )
+        if request is None:
+            return self._fall_back("nothing on the server")
+        self._request = request
+        inputs = len(summary_inputs(self.conversation, self.plan.summarize_ids))
+        asked = SummaryAsked(
+            self.job_id, inputs, self.plan.previous_summary is not None, self.language
+        )
+        return [
+            asked,
+            self._send_tracked(request.event),
+            StartTimer(self._timer("summary"), self.summary_timeout_s),
+        ]
+
+    def _follow(self, event: ServerEvent) -> list[Action]:
+        """One event of the out-of-band summary; its outcome once it has ended."""
+        assert self._request is not None
+        outcome = self._request.on_event(event)
+        if outcome is None:
+            return []
+        self._request = None
+        return self._session_summary(outcome)
+
+    def _session_summary(self, outcome: SummaryOutcome) -> list[Action]:
+        if outcome.status == "completed":
+            self.stats.session_summaries += 1
+            ready = SummaryReady(self.job_id, len(outcome.text), fallback=False)
+            return [ready, *self._begin(outcome.text)]
+        self.stats.session_summary_failures += 1
+        log.warning("session_summary_failed", status=outcome.status, reason=outcome.reason)
+        return self._fall_back(outcome.status)
+
+    def _fall_back(self, why: str) -> list[Action]:
+        """The session will not write this summary: the shell's (extractive) summarizer does.
+        A request still running is cancelled (once it has started, if it has not yet)."""
+        assert self.plan is not None
+        dropped = self._drop_request()
+        log.info("session_summary_fallback", job_id=self.job_id, why=why)
+        inputs = summary_inputs(self.conversation, self.plan.summarize_ids)
+        previous = self.plan.previous_summary
+        summarize = Summarize(self.job_id, inputs, previous, self.language, fallback=True)
+        return [*dropped, summarize]
+
+    def _drop_request(self) -> list[Action]:
+        """Stop waiting for the session's summary: cancel it by its id, or, if it has not
+        started yet, as soon as it does."""
+        request, self._request = self._request, None
+        if request is None:
+            return []
+        if request.response_id is not None:
+            return [self._send_tracked(response_cancel(request.response_id))]
+        self._given_up[request.request_id] = None
+        _forget_oldest(self._given_up)
+        return []
+
+    def _send_tracked(self, event: dict[str, Any]) -> Send:
+        """A client event whose ``error`` is the compactor's to handle."""
+        self._sent[event["event_id"]] = None
+        _forget_oldest(self._sent)
+        return Send(event)
 
     def _begin(self, text: str) -> list[Action]:
         assert self.plan is not None
+        dropped = self._drop_request()  # the shell answered first: the session's is not needed
         self.compaction = Compaction(self.conversation, self.plan, max_retries=self.max_retries)
         events = self.compaction.begin(text, self.dialect)
         self.phase = "confirming"
         self._round = 0
-        actions: list[Action] = [Send(e) for e in events]
+        actions: list[Action] = [*dropped, *(Send(e) for e in events)]
         if self.compaction.done:
             return actions + self._finish()
         return [*actions, StartTimer(self._timer("confirm", 0), self.confirm_timeout_s)]
@@ -294,3 +426,9 @@ class Compactor:
         self.plan = None
         self.compaction = None
         self._round = 0
+        self._request = None
+
+
+def _forget_oldest(entries: dict[str, None], keep: int = REQUESTS_KEPT) -> None:
+    while len(entries) > keep:
+        del entries[next(iter(entries))]
