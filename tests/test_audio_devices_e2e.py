@@ -1,7 +1,10 @@
 """The real app on real PortAudio devices: the PulseAudio virtual rig, end to end.
 
-The bot runs as `voicebot run` builds it (`audio.build.build_audio`: `SoundDevicePlayer` on the default
-sink `vspk`, `MicrophoneInput` on the default source `vmic.monitor`) against the fake server.
+The bot runs as `voicebot run` builds it (`audio.build.build_audio`) against the fake server:
+speaker on the default sink `vspk`, microphone on the default source `vmic.monitor`. Both are
+on ALSA, so by default one callback serves them (`DuplexAudio`, output-driven); the barge-in
+test also runs with two streams (`audio_streams=separate`: `SoundDevicePlayer`,
+`MicrophoneInput`).
 The test speaks by playing into `vmic` and listens on `vspk.monitor`, like a person at the
 machine. Skipped when the rig is not up (`bash scripts/audio-rig.sh start`).
 
@@ -25,8 +28,9 @@ import numpy as np
 import pytest
 
 from realtime_voicebot.app import RunOptions
+from realtime_voicebot.audio.duplex import DuplexMicrophone, DuplexPlayer
 from realtime_voicebot.audio.input import MicrophoneInput
-from realtime_voicebot.audio.output import SoundDevicePlayer
+from realtime_voicebot.audio.output import AudioPlayer, SoundDevicePlayer
 from realtime_voicebot.fake.config import FakeServerConfig
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
@@ -63,17 +67,24 @@ async def speaker_monitor(rig: None) -> AsyncIterator[MonitorRecorder]:
         recorder.stop()
 
 
-async def devices_running(running: Running) -> tuple[SoundDevicePlayer, MicrophoneInput]:
+async def devices_running(
+    running: Running, streams: str = "duplex"
+) -> tuple[AudioPlayer, MicrophoneInput]:
     """Wait until the bot's devices exist and their callbacks run steadily.
 
     PortAudio on the rig delivers a few callbacks at once after a stream opens, then pauses;
-    speaking before that would be heard late.
+    speaking before that would be heard late. `streams` is the kind build_audio should open.
     """
     bot = running.bot
     await eventually(lambda: bot.audio_in is not None and bot.audio_out is not None, 10)
     player, mic = bot.audio_out, bot.audio_in
-    assert isinstance(player, SoundDevicePlayer), "build_audio should open the real speaker"
-    assert isinstance(mic, MicrophoneInput), "build_audio should open the real microphone"
+    if streams == "duplex":
+        assert isinstance(player, DuplexPlayer), "build_audio should open one duplex stream"
+        assert isinstance(mic, DuplexMicrophone)
+        assert player.stream_mode in ("full-duplex", "output-driven"), player.stream_mode
+    else:
+        assert type(player) is SoundDevicePlayer, "build_audio should open the real speaker"
+        assert type(mic) is MicrophoneInput, "build_audio should open the real microphone"
     await eventually(
         lambda: mic.blocks_read >= 25 and player.tap.total_samples >= player.sample_rate,
         timeout_s=10,
@@ -89,8 +100,9 @@ def count(session: FakeSession, kind: str, *, sent: bool) -> int:
     return (session.sent_types() if sent else session.received_types()).count(kind)
 
 
+@pytest.mark.parametrize("streams", ["duplex", "separate"])
 async def test_spoken_turn_reply_heard_and_barge_in_truncates_at_what_was_heard(
-    tmp_path: Path, speaker_monitor: MonitorRecorder
+    tmp_path: Path, speaker_monitor: MonitorRecorder, streams: str
 ) -> None:
     monitor = speaker_monitor
     config = FakeServerConfig(
@@ -99,9 +111,10 @@ async def test_spoken_turn_reply_heard_and_barge_in_truncates_at_what_was_heard(
     )
     async with FakeRealtimeServer(config) as server:
         # Headphones: no echo path on this test, so no echo handling either.
-        running = start_bot(server, settings_for(server, tmp_path, echo="off"), RunOptions())
+        settings = settings_for(server, tmp_path, echo="off", audio_streams=streams)
+        running = start_bot(server, settings, RunOptions())
         session = await running.session(1)
-        player, _ = await devices_running(running)
+        player, _ = await devices_running(running, streams)
         since = monitor.position
 
         # 1. Speech played into the microphone becomes a user turn on the server.
