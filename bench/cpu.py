@@ -1,11 +1,12 @@
 """CPU seconds per minute of conversation on the virtual rig: `voicebot run` vs the baseline.
 
-Three bots run as subprocesses on the rig's default devices (microphone `vmic.monitor`,
-speaker `vspk`) against a fake Realtime server in this process: the project with one audio
-callback for microphone and speaker (`--audio-streams auto`, the default: `DuplexAudio`), the
-project with two streams (`--audio-streams separate`), and the baseline. They run in turn,
-in `ROUNDS` rounds (the order rotates), so that the load other processes put on the machine
-falls on all three alike. Each is measured from `/proc/<pid>/stat` (user + system time of
+Four bots run as subprocesses on the rig's default devices (microphone `vmic.monitor`,
+speaker `vspk`) against a fake Realtime server in this process: the project as it runs by
+default (one callback for microphone and speaker, `DuplexAudio`, output-driven on ALSA, and
+40 ms microphone blocks), the same with 20 ms microphone blocks, the project as it ran before
+(two streams, 20 ms microphone blocks), and the baseline. They run in turn, in `ROUNDS`
+rounds (the order rotates), so that the load other processes put on the machine falls on all
+of them alike. Each is measured from `/proc/<pid>/stat` (user + system time of
 all its threads, 10 ms ticks) over `WINDOWS` consecutive windows per mode; a figure is the
 median over every window of every round:
 
@@ -62,10 +63,11 @@ SPEED = 2.0
 """The fake server streams replies at twice real time (as in bench/barge_in.py)."""
 ROUNDS = 2
 WINDOWS = 4
-WINDOW_S = 4.0
-BOTS = {
-    "one callback": ("--audio-streams", "auto"),
-    "two streams": ("--audio-streams", "separate"),
+WINDOW_S = 5.0
+BOTS: dict[str, tuple[str, ...]] = {
+    "one callback": (),
+    "one callback, 20 ms mic blocks": ("--mic-block-ms", "20"),
+    "two streams, 20 ms mic blocks": ("--audio-streams", "separate", "--mic-block-ms", "20"),
     "baseline": (),
 }
 """The bots measured: the project's settings for each (the baseline takes none)."""
@@ -272,10 +274,9 @@ def figures(quick: bool) -> list[Figure]:
     count = f"median of {rounds * windows} windows of {WINDOW_S:g} s over {rounds} rounds"
 
     def project(mode: str) -> str:
-        one, two = runs["one callback"], runs["two streams"]
-        return (
-            f"one callback {shown(median_window(getattr(one, mode)))}; "
-            f"two streams {percent(getattr(two, mode))}"
+        default, *others = (name for name in BOTS if name != "baseline")
+        return f"{default} {shown(median_window(getattr(runs[default], mode)))}; " + "; ".join(
+            f"{name} {percent(getattr(runs[name], mode))}" for name in others
         )
 
     audible = ", ".join(f"{min(run.audible):.0%}" for run in runs.values())
@@ -305,7 +306,7 @@ def figures(quick: bool) -> list[Figure]:
             baseline=shown(median_window(runs["baseline"].speaking)),
             target=target,
             note=f"{count} from the first sound; reply audible at least {audible} of it "
-            f"(one callback, two streams, baseline); server at {SPEED:g}x real time",
+            f"({', '.join(BOTS)}); server at {SPEED:g}x real time",
         ),
     ]
 

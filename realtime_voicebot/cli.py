@@ -205,6 +205,9 @@ def run(
     transcript: Path | None = typer.Option(
         None, "--transcript", help="JSONL transcript file (same as --transcript-path)."
     ),
+    record: Path | None = typer.Option(
+        None, "--record", help="Record the conversation to this stereo WAV (as --record-path)."
+    ),
     resume: Path | None = typer.Option(
         None, "--resume", help="Start a new session seeded from a saved transcript."
     ),
@@ -226,6 +229,8 @@ def run(
 
     if transcript is not None:
         overrides["transcript_path"] = str(transcript)
+    if record is not None:
+        overrides["record_path"] = str(record)
     settings = load_or_exit(overrides)
     configure_logging(run_log_level(settings.log_level, overrides), settings.log_format)
     if resume is not None and not resume.exists():

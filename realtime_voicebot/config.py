@@ -146,8 +146,8 @@ class Settings(BaseSettings):
     )
     audio_streams: AudioStreams = Field(
         "auto",
-        description="auto (one duplex stream when the microphone and speaker allow it, else "
-        "two), duplex (insist on one), separate (two streams).",
+        description="auto (one callback for microphone and speaker when they share a host "
+        "API and a rate, else two streams), duplex (insist on one), separate (two streams).",
     )
     record_path: Path | None = Field(
         None,

@@ -262,3 +262,33 @@ async def test_for_devices_takes_the_tap_and_both_latencies(tmp_path: Path) -> N
     assert recorder.reference is Out.tap
     assert recorder.played_delay_frames == round(0.06 * RATE)
     assert SessionRecorder.for_devices(tmp_path / "e.wav", None, None).reference is None
+
+
+def test_record_flag_and_setting_name_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from realtime_voicebot import app as app_module
+    from realtime_voicebot.cli import app
+
+    seen: list[Any] = []
+
+    class StubBot:
+        def __init__(self, settings: Any, options: Any, view: Any) -> None:
+            seen.append(settings.record_path)
+
+        async def run(self) -> int:
+            return 0
+
+    monkeypatch.setattr(app_module, "VoiceBot", StubBot)
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
+    for name in [n for n in os.environ if n.startswith("VOICEBOT_")]:
+        monkeypatch.delenv(name)
+    runner = CliRunner()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    base = ["run", "--text"]
+    for args in (["--record", "a.wav"], ["--record-path", "b.wav"], []):
+        result = runner.invoke(app, [*base, *args])
+        assert result.exit_code == 0, result.output
+    assert seen == [Path("a.wav"), Path("b.wav"), None]
