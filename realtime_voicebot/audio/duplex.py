@@ -167,7 +167,6 @@ class DuplexAudio:
         """What runs: the preferred one-callback way, or two streams if the device refused it."""
         self.input_latency_s = 0.0
         self.output_latency_s = 0.0
-        self.callback_errors = 0
         self.player = DuplexPlayer(self, **player_options)
         self.microphone = DuplexMicrophone(
             self, chunk_ms=mic_block_ms or block_ms, queue_blocks=queue_blocks
@@ -377,15 +376,7 @@ class DuplexAudio:
             offset = self._input_offset = position - self._input_frames
         position = self._input_frames + offset
         self._input_frames += count
-        if count == block_frames:
-            microphone.capture_raw(data, block_frames, position)
-            return
-        view = memoryview(data)
-        size = block_frames * 2
-        for k in range(count // block_frames):
-            microphone.capture_raw(
-                view[k * size : (k + 1) * size], block_frames, position + k * block_frames
-            )
+        microphone.capture_raw(data, count, position)
 
     def _on_input_block(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
         """Separate mode: the input stream's callback."""
