@@ -6,9 +6,9 @@ default (one callback for microphone and speaker, `DuplexAudio`, output-driven o
 40 ms microphone blocks), the same with 20 ms microphone blocks, the project as it ran before
 (two streams, 20 ms microphone blocks), and the baseline. They run in turn, in `ROUNDS`
 rounds (the order rotates), so that the load other processes put on the machine falls on all
-of them alike. Each is measured from `/proc/<pid>/stat` (user + system time of
-all its threads, 10 ms ticks) over `WINDOWS` consecutive windows per mode; a figure is the
-median over every window of every round:
+of them alike. Each is measured from `/proc/<pid>/task/*/schedstat` (nanoseconds on a CPU of
+all its threads) over `WINDOWS` consecutive windows per mode; a figure is the median over
+every window of every round:
 
 - LISTENING: the microphone streams room noise (-60 dBFS, under the VAD threshold) and no
   reply plays: the idle cost of an open conversation.
@@ -28,11 +28,13 @@ callbacks do nothing, measured alone before the bots, the same way (median of wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,15 +97,33 @@ def room_noise(seconds: float, seed: int = 7) -> np.ndarray[Any, Any]:
     return np.clip(rng.normal(0.0, level, round(seconds * RATE)), -32768, 32767).astype(np.int16)
 
 
+def thread_cpu_ns(pid: int) -> dict[str, int]:
+    """Nanoseconds each thread of a process has run on a CPU (`/proc/<pid>/task/*/schedstat`:
+    exact, where `/proc/<pid>/stat` counts 10 ms ticks)."""
+    times = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):  # the thread just ended
+            times[task.name] = int((task / "schedstat").read_text().split()[0])
+    return times
+
+
+def cpu_between(before: dict[str, int], after: dict[str, int]) -> float:
+    """CPU seconds between two `thread_cpu_ns` readings (a thread that ended in between
+    loses its share of the window; the bots' threads live as long as they do)."""
+    return sum(ns - before.get(tid, 0) for tid, ns in after.items()) / 1e9
+
+
 async def measure(bot: BotProcess, seconds: float, windows: int) -> list[Window]:
     """The bot's CPU time over the next `windows` consecutive windows of `seconds` each
     (the windows are the point)."""
     result = []
-    cpu0, wall0 = bot.cpu_seconds(), time.monotonic()
+    bot.check_alive()
+    cpu0, wall0 = thread_cpu_ns(bot.pid), time.monotonic()
     for _ in range(windows):
         await asyncio.sleep(seconds)
-        cpu1, wall1 = bot.cpu_seconds(), time.monotonic()
-        result.append(Window(cpu1 - cpu0, wall1 - wall0))
+        bot.check_alive()
+        cpu1, wall1 = thread_cpu_ns(bot.pid), time.monotonic()
+        result.append(Window(cpu_between(cpu0, cpu1), wall1 - wall0))
         cpu0, wall0 = cpu1, wall1
     return result
 
@@ -190,7 +210,16 @@ def audible_fraction(monitor: Monitor, start: int, end: int) -> float:
 
 STREAMS_ONLY = """
 import json, os, sys, time
+from pathlib import Path
 import sounddevice as sd
+def cpu_ns():
+    total = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 mode, seconds, windows = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 options = dict(samplerate=24000, dtype="int16", blocksize=480, latency="low")
 silence = bytes(960)
@@ -218,11 +247,9 @@ for stream in streams:
 time.sleep(1.0)
 results = []
 for _ in range(windows):
-    before, wall = os.times(), time.monotonic()
+    before, wall = cpu_ns(), time.monotonic()
     time.sleep(seconds)
-    after = os.times()
-    cpu = after.user - before.user + after.system - before.system
-    results.append({"cpu_s": cpu, "wall_s": time.monotonic() - wall})
+    results.append({"cpu_s": (cpu_ns() - before) / 1e9, "wall_s": time.monotonic() - wall})
 print(json.dumps(results))
 """
 """The floor under any bot on this machine: PortAudio streams at 20 ms blocks whose callbacks
@@ -298,7 +325,7 @@ def figures(quick: bool) -> list[Figure]:
             project("listening"),
             baseline=shown(median_window(runs["baseline"].listening)),
             target=target,
-            note=f"{count}, /proc/<pid>/stat utime+stime",
+            note=f"{count}, CPU time of all threads from /proc/<pid>/task/*/schedstat",
         ),
         Figure(
             "CPU while speaking (a long reply playing)",
