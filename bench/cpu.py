@@ -3,8 +3,9 @@
 Four bots run as subprocesses on the rig's default devices (microphone `vmic.monitor`,
 speaker `vspk`) against a fake Realtime server in this process: the project as it runs by
 default (one callback for microphone and speaker, `DuplexAudio`, output-driven on ALSA, and
-40 ms microphone blocks), the same with 20 ms microphone blocks, the project as it ran before
-(two streams, 20 ms microphone blocks), and the baseline. They run in turn, in `ROUNDS`
+40 ms microphone blocks), the same with two streams (`--audio-streams separate`), the project
+as it ran before (two streams, 20 ms microphone blocks), and the baseline: the first pair
+isolates one callback against two streams, the second pair the microphone block size. They run in turn, in `ROUNDS`
 rounds (the order rotates), so that the load other processes put on the machine falls on all
 of them alike. Each is measured from `/proc/<pid>/task/*/schedstat` (nanoseconds on a CPU of
 all its threads) over `WINDOWS` consecutive windows per mode; a figure is the median over
@@ -68,8 +69,13 @@ WINDOWS = 4
 WINDOW_S = 5.0
 BOTS: dict[str, tuple[str, ...]] = {
     "one callback": (),
-    "one callback, 20 ms mic blocks": ("--mic-block-ms", "20"),
-    "two streams, 20 ms mic blocks": ("--audio-streams", "separate", "--mic-block-ms", "20"),
+    "two streams": ("--audio-streams", "separate"),
+    "two streams, 20 ms mic blocks (before)": (
+        "--audio-streams",
+        "separate",
+        "--mic-block-ms",
+        "20",
+    ),
     "baseline": (),
 }
 """The bots measured: the project's settings for each (the baseline takes none)."""
