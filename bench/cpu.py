@@ -5,11 +5,11 @@ speaker `vspk`) against a fake Realtime server in this process: the project as i
 default (one callback for microphone and speaker, `DuplexAudio`, output-driven on ALSA, and
 40 ms microphone blocks), the same with two streams (`--audio-streams separate`), the project
 as it ran before (two streams, 20 ms microphone blocks), and the baseline: the first pair
-isolates one callback against two streams, the second pair the microphone block size. They run in turn, in `ROUNDS`
-rounds (the order rotates), so that the load other processes put on the machine falls on all
-of them alike. Each is measured from `/proc/<pid>/task/*/schedstat` (nanoseconds on a CPU of
-all its threads) over `WINDOWS` consecutive windows per mode; a figure is the median over
-every window of every round:
+isolates one callback against two streams, the second pair the microphone block size. They
+run in turn, in `ROUNDS` rounds (the order rotates), so that the load other processes put on
+the machine falls on all of them alike. Each is measured from
+`/proc/<pid>/task/*/schedstat` (nanoseconds on a CPU of all its threads) over `WINDOWS`
+consecutive windows per mode; a figure is the median over every window of every round:
 
 - LISTENING: the microphone streams room noise (-60 dBFS, under the VAD threshold) and no
   reply plays: the idle cost of an open conversation.
