@@ -128,6 +128,7 @@ class VoiceBot:
             self.latency,
             on_failure=self._device_failed,
             on_played_out=self._on_played_out,
+            record_path=settings.record_path,
         )
         self.core = SessionCore(CoreConfig.from_settings(settings), playback=self.audio.playback)
         self.client: RealtimeClient | None = None
@@ -263,6 +264,7 @@ class VoiceBot:
         """Build and start the audio devices; without usable ones, fall back to text mode."""
         from realtime_voicebot.audio.build import build_audio
         from realtime_voicebot.audio.devices import AudioUnavailableError
+        from realtime_voicebot.audio.recording import RecordingError
 
         options, audio = self.options, self.audio
         try:
@@ -282,6 +284,13 @@ class VoiceBot:
             await audio.close()
             self.text_only = self.typing = True
             self.view.notice(f"{exc} -- falling back to text mode: type a line and press Enter")
+        except RecordingError as exc:
+            await audio.close()
+            raise UserError(f"{exc} (or run without --record)") from None
+        if audio.recorder is not None:
+            self.view.notice(f"recording to {audio.recorder.path}")
+        elif self.settings.record_path is not None:
+            self.view.notice("nothing to record without a microphone or a speaker (text mode)")
 
     def _open_optional_shells(self) -> None:
         """The shells that only a setting brings in, fed by `subscribe` (and the latency

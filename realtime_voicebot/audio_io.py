@@ -3,6 +3,9 @@ stream the microphone, report the player's position, and survive a device that d
 
 A device that fails mid-run is reported once through ``on_failure`` with a line saying what
 to do; from then on nothing touches a device (the devices are closed off the loop).
+
+With ``record_path`` the run is recorded (`audio.recording.SessionRecorder`): each microphone
+block as it is sent, and what the speaker played, on the speaker's clock.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -21,6 +25,7 @@ from realtime_voicebot.metrics import LatencyTracker
 if TYPE_CHECKING:
     from realtime_voicebot.audio.input import AudioInput
     from realtime_voicebot.audio.output import AudioOutput
+    from realtime_voicebot.audio.recording import SessionRecorder
 
 log = structlog.get_logger(component="audio_io")
 
@@ -40,6 +45,7 @@ class AudioIO:
         *,
         on_failure: Callable[[str], None],
         on_played_out: Callable[[str], None],
+        record_path: Path | None = None,
     ) -> None:
         self.audio_in = audio_in
         self.audio_out = audio_out
@@ -51,9 +57,15 @@ class AudioIO:
         self._closing: list[AudioInput | AudioOutput] = []
         self.microphone_open = True
         """False between push-to-talk turns: microphone blocks are read and dropped."""
+        self.record_path = record_path
+        self.recorder: SessionRecorder | None = None
 
     async def start(self) -> None:
-        """Start both devices; raises AudioUnavailableError when one cannot be had."""
+        """Start both devices, then the recording if asked for one.
+
+        Raises AudioUnavailableError when a device cannot be had, RecordingError when the
+        recording cannot be written.
+        """
         if self.audio_out is not None:
             self.audio_out.on_item_started = self.latency.first_sample
             self.audio_out.on_item_finished = self._on_played_out
@@ -61,14 +73,23 @@ class AudioIO:
             await self.audio_out.start()
         if self.audio_in is not None:
             await self.audio_in.start()
+        if self.record_path is not None and (self.audio_in or self.audio_out) is not None:
+            from realtime_voicebot.audio.recording import SessionRecorder
+
+            recorder = SessionRecorder.for_devices(self.record_path, self.audio_in, self.audio_out)
+            await recorder.start()
+            self.recorder = recorder
 
     async def close(self) -> None:
+        """Stop the devices, then finish the recording (it holds what they played last)."""
         devices = [*self._closing, *(d for d in (self.audio_in, self.audio_out) if d is not None)]
         self.audio_in = self.audio_out = None
         self._closing = []
         for device in devices:
             with contextlib.suppress(Exception):  # a device that is gone may fail to stop
                 await device.stop()
+        if self.recorder is not None:
+            await self.recorder.close()
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         parts: dict[str, dict[str, int]] = {}
@@ -76,6 +97,16 @@ class AudioIO:
             parts["player"] = {"underruns": self.audio_out.underruns}
         if self.audio_in is not None:
             parts["mic"] = {"dropped_blocks": self.audio_in.dropped_blocks}
+        if self.recorder is not None:
+            stats = self.recorder.snapshot()
+            parts["recording"] = {
+                "frames_written": stats.frames_written,
+                "mic_blocks": stats.mic_blocks,
+                "mic_blocks_dropped": stats.mic_blocks_dropped,
+                "mic_samples_late": stats.mic_samples_late,
+                "played_samples_skipped": stats.played_samples_skipped,
+                "failed": int(stats.error is not None),
+            }
         return parts
 
     # --- the speaker ---------------------------------------------------------------------
@@ -147,6 +178,8 @@ class AudioIO:
                     return
                 if self.microphone_open:
                     send(block)
+                    if self.recorder is not None:
+                        self.recorder.mic(block)
                 now = time.monotonic()
                 if now >= next_level:
                     next_level = now + LEVEL_INTERVAL_S

@@ -232,6 +232,9 @@ def run(
     transcript: Path | None = typer.Option(
         None, "--transcript", help="JSONL transcript file (same as --transcript-path)."
     ),
+    record: Path | None = typer.Option(
+        None, "--record", help="Record the conversation to this stereo WAV (as --record-path)."
+    ),
     resume: Path | None = typer.Option(
         None, "--resume", help="Start a new session seeded from a saved transcript."
     ),
@@ -253,6 +256,8 @@ def run(
 
     if transcript is not None:
         overrides["transcript_path"] = str(transcript)
+    if record is not None:
+        overrides["record_path"] = str(record)
     settings = load_or_exit(overrides)
     configure_logging(run_log_level(settings.log_level, overrides), settings.log_format)
     check_env_file_or_exit(settings, overrides, fake_server=fake_server)

@@ -42,6 +42,7 @@ Provider = Literal["openai", "azure"]
 Dialect = Literal["ga", "beta"]
 EchoMode = Literal["off", "gate", "aec"]
 FalseInterruption = Literal["resume", "off"]
+AudioStreams = Literal["auto", "duplex", "separate"]
 LogFormat = Literal["auto", "console", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 SummarizerKind = Literal["auto", "openai", "extractive", "realtime"]
@@ -272,6 +273,13 @@ class Settings(BaseSettings):
     )
     output_device: str | None = Field(None, description="Speaker: index or name substring.")
     chunk_ms: int = Field(20, ge=5, le=200, description="Audio block length in milliseconds.")
+    mic_block_ms: int = Field(
+        40,
+        ge=10,
+        le=200,
+        description="Microphone audio per block sent to the server (ms): larger blocks cost "
+        "less CPU, smaller ones reach the server sooner.",
+    )
     jitter_ms: int = Field(
         60, ge=0, le=2000, description="Audio buffered before a reply starts playing."
     )
@@ -281,6 +289,16 @@ class Settings(BaseSettings):
     )
     output_latency_compensation: bool = Field(
         True, description="Subtract the device's output latency from the played position."
+    )
+    audio_streams: AudioStreams = Field(
+        "auto",
+        description="auto (one callback for microphone and speaker when they share a host "
+        "API and a rate, else two streams), duplex (insist on one), separate (two streams).",
+    )
+    record_path: Path | None = Field(
+        None,
+        description="Record the conversation to this stereo WAV file (left: microphone as "
+        "sent, right: what was played).",
     )
 
     # --- compaction ------------------------------------------------------------------------

@@ -61,6 +61,11 @@ def open_private_binary(path: Path | str, mode: WriteMode = "wb") -> IO[bytes]:
     return os.fdopen(descriptor, mode)
 
 
+def open_private_descriptor(path: Path | str, mode: WriteMode = "wb") -> int:
+    """Like `open_private_binary`, as a raw descriptor (for ``os.pwrite``); close it yourself."""
+    return _open_descriptor(Path(path), mode)
+
+
 def write_private_text(path: Path | str, text: str, *, encoding: str = "utf-8") -> None:
     """Replace the contents of ``path`` with ``text`` (blocking: run it off the event loop)."""
     with open_private(path, "w", encoding=encoding) as file:

@@ -237,3 +237,25 @@ async def test_empty_wav_is_finished_at_once(tmp_path: Path) -> None:
     await source.start()
     assert source.finished.is_set()
     assert not pcm(await asyncio.wait_for(source.read(), scaled(5))).any()
+
+
+async def test_blocks_are_stamped_with_the_speaker_clock_when_given_one() -> None:
+    from realtime_voicebot.audio.output import PlaybackTap
+
+    clock = PlaybackTap(48000)  # the speaker runs at 48 kHz, the mic at 24 kHz
+    mic = MicrophoneInput(chunk_ms=20, device_rate=RATE, queue_blocks=4, clock=clock)
+    mic.prepare()
+    clock.append(np.zeros(960, dtype=np.int16))
+    mic._on_block(tone(440, 480).reshape(-1, 1), 480, None, Status())
+    clock.append(np.zeros(960, dtype=np.int16))
+    mic._on_block(tone(440, 480).reshape(-1, 1), 480, None, Status())
+    await mic.read()
+    assert mic.capture_end_position == 960 + 960  # captured from 960 on, 20 ms at 48 kHz
+    await mic.read()
+    assert mic.capture_end_position == 1920 + 960
+
+    unclocked = MicrophoneInput(chunk_ms=20, device_rate=RATE, queue_blocks=4)
+    unclocked.prepare()
+    unclocked._on_block(tone(440, 480).reshape(-1, 1), 480, None, Status())
+    await unclocked.read()
+    assert unclocked.capture_end_position is None
