@@ -255,8 +255,9 @@ class Settings(BaseSettings):
     )
     push_to_talk: bool = Field(
         False,
-        description="Talk only while a key is held down (space in the live console): for "
-        "noisy rooms. Sets turn_detection to manual.",
+        description="Push-to-talk, for noisy rooms: the space bar in the live console (Enter "
+        "on an empty line otherwise) starts your turn and ends it. Sets turn_detection to "
+        "manual.",
     )
     server_truncation: ServerTruncation = Field(
         "auto",

@@ -73,7 +73,7 @@ from realtime_voicebot.core.turn_taking import (
     TurnTaking,
 )
 from realtime_voicebot.labels import count_bounded
-from realtime_voicebot.tools.runner import ToolResult
+from realtime_voicebot.tools.results import ToolResult
 from realtime_voicebot.transport import payloads as pl
 from realtime_voicebot.transport.events import (
     Dialect,

@@ -30,7 +30,7 @@ from realtime_voicebot.core.actions import (
     ToolCallFinished,
     ToolCallStarted,
 )
-from realtime_voicebot.tools.runner import ToolResult, error_output
+from realtime_voicebot.tools.results import ToolResult, error_output
 from realtime_voicebot.transport import payloads as pl
 from realtime_voicebot.transport.events import ServerEvent, ServerEventType, function_output_create
 

@@ -12,29 +12,14 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
 from realtime_voicebot.tools.registry import ToolError, ToolRegistry, ToolTimeout
+from realtime_voicebot.tools.results import Outcome, ToolResult, error_output
 
 log = structlog.get_logger(component="tools")
-
-MAX_ERROR_CHARS = 300
-Outcome = Literal["ok", "error", "timeout"]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolResult:
-    """The output of one call for the model, and how the call went."""
-
-    output: str
-    outcome: Outcome
-    duration_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome == "ok"
 
 
 @dataclass
@@ -63,11 +48,6 @@ class ToolStats:
             "timeouts": self.timeouts,
             "by_tool": {name: dict(counts) for name, counts in sorted(self.by_tool.items())},
         }
-
-
-def error_output(message: str) -> str:
-    """The output the model gets for a failed call."""
-    return json.dumps({"error": message[:MAX_ERROR_CHARS]}, ensure_ascii=False)
 
 
 class ToolRunner:
