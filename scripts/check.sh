@@ -17,5 +17,8 @@ python -m pip install -q -e '.[dev,aec]'
 echo "== ruff";   ruff check . && ruff format --check .
 echo "== mypy";   mypy --strict realtime_voicebot
 bash scripts/audio-rig.sh start
-echo "== pytest"; python -m pytest -q "$@"
+# Two workers for the tests that need no sound card (they mostly wait on sockets); the rig's
+# tests after them, one at a time, since they share one virtual microphone and speaker.
+echo "== pytest"; python -m pytest -q -m "not audio" -n 2 "$@"
+echo "== pytest (audio rig)"; python -m pytest -q -m audio "$@"
 echo "== selftest"; voicebot test --fake-server
