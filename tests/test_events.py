@@ -314,13 +314,50 @@ def test_every_ga_server_event_type_is_known() -> None:
 
 
 def test_item_text_reads_text_and_transcripts() -> None:
-    item = {
-        "content": [
-            {"type": "output_audio", "transcript": "Hello"},
-            {"type": "input_text", "text": "world"},
-            {"type": "audio", "transcript": None},
-        ]
+    from realtime_voicebot.transport.payloads import item_text, parse_item
+
+    content = [
+        {"type": "output_audio", "transcript": "Hello"},
+        {"type": "input_text", "text": "world"},
+        {"type": "audio", "transcript": None},
+    ]
+    assert item_text(content) == "Hello world"
+    assert parse_item({"id": "item_1", "type": "message", "content": content}).has_audio
+    assert item_text("bad") == ""
+
+
+def test_a_content_part_whose_type_is_not_a_string_is_skipped() -> None:
+    """Found by bench/fuzz.py: a part type that is an object raised TypeError in the parser."""
+    parser = ev.EventParser()
+    hostile = [
+        {"type": {"d": [1]}, "text": "x"},
+        {"type": ["audio"]},
+        {"type": "input_text", "text": "kept"},
+    ]
+    frame = {
+        "type": "conversation.item.added",
+        "item": {"id": "item_1", "type": "message", "role": "user", "content": hostile},
     }
-    assert ev.item_text(item) == "Hello world"
-    assert ev.has_audio(item)
-    assert ev.item_text({"content": "bad"}) == ""
+    event = parser.parse(json.dumps(frame))
+    assert event is not None and event.payload.item.text == "kept"
+    assert not event.payload.item.has_audio
+
+
+def test_a_payload_parser_that_raises_drops_the_frame_and_counts_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The safety net under the payload parsers: a shape one of them missed is a bug, logged
+    and counted; the frame is dropped and the next one parses."""
+    from realtime_voicebot.transport import payloads
+
+    def broken(data: object) -> object:
+        raise TypeError("unhashable type: 'dict'")
+
+    monkeypatch.setitem(ev._PAYLOADS, ev.ServerEventType.ITEM_ADDED, broken)
+    parser = ev.EventParser()
+    frame = {"type": "conversation.item.added", "item": {"id": "item_1", "type": "message"}}
+    assert parser.parse(json.dumps(frame)) is None
+    assert parser.stats.parser_bugs == 1 and parser.stats.dropped == 1
+    monkeypatch.undo()
+    assert parser.parse(json.dumps(frame)) is not None
+    assert isinstance(parser.parse(json.dumps(frame)).payload, payloads.ItemEvent)

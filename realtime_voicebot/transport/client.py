@@ -264,6 +264,7 @@ class RealtimeClient:
             "mic_blocks_replayed": self.audio.replayed_blocks,
             "frames_dropped": self.parser.stats.dropped,
             "frames_bad_payload": self.parser.stats.bad_payload,
+            "frames_parser_bugs": self.parser.stats.parser_bugs,
             "frames_unknown_type": self.parser.stats.unknown_type,
         }
 

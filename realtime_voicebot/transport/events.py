@@ -293,6 +293,9 @@ class ParseStats:
     unknown_type: int = 0
     bad_payload: int = 0
     """Known event types whose payload lacked what the event is for (or held bad audio)."""
+    parser_bugs: int = 0
+    """Frames a payload parser raised on (a bug: logged with its traceback, the frame dropped,
+    the conversation goes on)."""
     surrogates_replaced: int = 0
     """Frames holding half a UTF-16 pair (``"\\ud800"``), replaced by U+FFFD: no file or
     terminal can take one."""
@@ -308,6 +311,7 @@ class ParseStats:
             + self.missing_type
             + self.unknown_type
             + self.bad_payload
+            + self.parser_bugs
         )
 
 
@@ -386,37 +390,18 @@ class EventParser:
             self.stats.bad_payload += 1
             log.debug("frame_dropped", reason="bad_payload", event_type=wire_type, detail=str(exc))
             return None
+        except Exception:  # a payload parser missed a shape: our bug, not the user's problem
+            self.stats.parser_bugs += 1
+            log.exception("frame_dropped", reason="parser_bug", event_type=wire_type)
+            return None
         self.stats.parsed += 1
         return event
 
 
 # --- content helpers -------------------------------------------------------------------------
 
-TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
-AUDIO_PART_TYPES = frozenset({"input_audio", "output_audio", "audio"})
-
-
-def item_text(item: JSON) -> str:
-    """The words of an item: its text parts, or the transcripts of its audio parts."""
-    words: list[str] = []
-    content = item.get("content")
-    if not isinstance(content, list):
-        return ""
-    for part in content:
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
-        value = part.get("text") if kind in TEXT_PART_TYPES else part.get("transcript")
-        if isinstance(value, str) and value:
-            words.append(value)
-    return " ".join(words)
-
-
-def has_audio(item: JSON) -> bool:
-    content = item.get("content")
-    return isinstance(content, list) and any(
-        isinstance(p, dict) and p.get("type") in AUDIO_PART_TYPES for p in content
-    )
+TEXT_PART_TYPES = pl.TEXT_PART_TYPES
+AUDIO_PART_TYPES = pl.AUDIO_PART_TYPES
 
 
 # --- client event builders -------------------------------------------------------------------

@@ -126,7 +126,7 @@ def item_text(content: Any) -> str:
     for part in content:
         if not isinstance(part, dict):
             continue
-        kind = part.get("type")
+        kind = part.get("type") if isinstance(part.get("type"), str) else None
         if kind in IMAGE_PART_TYPES:
             words.append(IMAGE_MARK)
             continue
@@ -134,6 +134,13 @@ def item_text(content: Any) -> str:
         if isinstance(value, str) and value:
             words.append(value)
     return " ".join(words)
+
+
+def has_audio_part(content: Any) -> bool:
+    """Whether an item's content holds an audio part."""
+    return isinstance(content, list) and any(
+        isinstance(part, dict) and opt_str(part.get("type")) in AUDIO_PART_TYPES for part in content
+    )
 
 
 def _error_message(value: Any) -> str | None:
@@ -160,8 +167,7 @@ def parse_item(value: Any) -> ItemData:
         role=opt_str(data.get("role"), 32),
         status=opt_str(data.get("status"), 32),
         text=item_text(content),
-        has_audio=isinstance(content, list)
-        and any(isinstance(p, dict) and p.get("type") in AUDIO_PART_TYPES for p in content),
+        has_audio=has_audio_part(content),
         name=opt_str(data.get("name"), 128),
         call_id=opt_str(data.get("call_id")),
         arguments=opt_str(data.get("arguments"), 1 << 20),
