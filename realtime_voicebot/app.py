@@ -34,9 +34,9 @@ from realtime_voicebot.errors import FatalConnectionError, UserError
 from realtime_voicebot.files import write_private_text
 from realtime_voicebot.inputs import TYPED_LINES_LIMIT, Keyboard, stdin_is_terminal, stdin_lines
 from realtime_voicebot.metrics import LatencyTracker, Metrics, Prices
+from realtime_voicebot.presenter import Presenter
 from realtime_voicebot.summarization import build_summarizer
 from realtime_voicebot.summarization.runner import SummaryRunner
-from realtime_voicebot.tool_display import ToolDisplay
 from realtime_voicebot.toolbox import Toolbox
 from realtime_voicebot.tools import Tool, ToolRunner
 from realtime_voicebot.transcript import (
@@ -134,7 +134,13 @@ class VoiceBot:
         self.client: RealtimeClient | None = None
         self.tool_runner: ToolRunner | None = None
         self.toolbox: Toolbox | None = None
-        self.tool_display = ToolDisplay(view)
+        self.presenter = Presenter(
+            view,
+            self.latency,
+            self.metrics,
+            self.prices,
+            window_threshold=settings.summary_threshold,
+        )
         self.summaries: SummaryRunner | None = None
         self.transcript: TranscriptWriter | None = None
         self.fake_server: FakeRealtimeServer | None = None
@@ -149,7 +155,6 @@ class VoiceBot:
         self._keys: asyncio.Queue[str | None] | None = None
         self._input_done = asyncio.Event()
         self.background = Background()
-        self._silenced_at: float | None = None
         self._core_errors = 0
         self._sessions_started = 0
         self._subscribers: list[Callable[[a.Action], None]] = []
@@ -237,7 +242,7 @@ class VoiceBot:
         for problem in await toolbox.start():  # one line per MCP server that did not start
             self.view.error(problem)
         self.tool_runner = toolbox.runner
-        self.tool_display.mcp_servers = toolbox.mcp_server_names()
+        self.presenter.tools.mcp_servers = toolbox.mcp_server_names()
         for listing in toolbox.listings():
             if listing.problem is None:
                 self.view.tools_listed(listing)
@@ -443,56 +448,21 @@ class VoiceBot:
                     self.client.reconnect(reason)
                 case a.Record(record) if self.transcript is not None:
                     self.transcript.write(record)
+                case a.SessionBegan(reason=reason) if reason != "start":
+                    self.background.spawn(self._refresh_tools(), "mcp-refresh")
+                    self.presenter.show(action)
                 case _:
-                    self._show(action)
-
-    def _show(self, action: a.Action) -> None:
-        """What happened, to the view and the latency clock."""
-        view = self.view
-        if self.tool_display.show(action):  # tool calls, hosted MCP, approvals
-            return
-        match action:
-            case a.StatusChanged(status):
-                view.status(status)
-            case a.UserTurn(text):
-                view.user_said(text)
-            case a.SpeechEnded():
-                self.latency.speech_ended()
-            case a.ReplyStarted(item_id):
-                self.latency.reply_started(item_id)
-            case a.ReplyDelta(item_id, text):
-                view.assistant_delta(item_id, text)
-            case a.ReplyDone(item_id, text, truncated):
-                view.assistant_done(item_id, text, truncated)
-            case a.BargeIn():
-                if self._silenced_at is not None:
-                    self.latency.barge_in_flushed(self._silenced_at)
-            case a.ResponseFinished(usage=usage, window_tokens=window) if usage is not None:
-                self.metrics.add_usage(usage, self.prices)
-                view.cost(self.metrics.cost_usd)
-                view.window(window, self.settings.summary_threshold)
-            case a.OutOfBandFinished(usage=usage) if usage is not None:
-                self.metrics.add_usage(usage, self.prices)  # the session's summary is billed too
-                view.cost(self.metrics.cost_usd)
-            case a.Compacted(items=items, summary_chars=chars):
-                view.compaction(items, chars)
-            case a.SessionBegan(reason=reason) if reason != "start":
-                view.window(0, self.settings.summary_threshold)
-                self.background.spawn(self._refresh_tools(), "mcp-refresh")
-            case a.Notice(text):
-                view.notice(text)
-            case a.ErrorReported(text=text) if text is not None:
-                view.error(text)
+                    self.presenter.show(action)
 
     # --- performing --------------------------------------------------------------------------
 
     def _silence(self, how: Callable[[], None]) -> None:
         """Stop or pause the reply; latency `barge_in_to_silence` from here to its last sample."""
         audible = self.audio.playback().audible
-        self._silenced_at = time.monotonic()
+        silenced_at = self.presenter.silenced_at = time.monotonic()
         how()
         if audible:
-            self.background.spawn(self.audio.watch_silence(self._silenced_at), "silence-watch")
+            self.background.spawn(self.audio.watch_silence(silenced_at), "silence-watch")
 
     def _on_played_out(self, item_id: str) -> None:
         self._feed(self.core.playback_finished(item_id))
