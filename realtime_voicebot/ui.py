@@ -420,6 +420,7 @@ class _Line:
 
 STATE_STYLES = {
     "listening": "green",
+    "ready: space to talk": "green",
     "connected": "green",
     "user speaking": "bold cyan",
     "thinking": "yellow",
@@ -671,6 +672,8 @@ class LiveView:
         from rich.text import Text
 
         state = self._state
+        if state == "listening" and self.push_to_talk:
+            state = "ready: space to talk"  # the microphone is closed between turns
         level = self._level_dbfs
         if level is None:
             meter = Text("no microphone", style="dim")

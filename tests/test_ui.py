@@ -275,3 +275,20 @@ def test_live_view_without_a_microphone_shows_no_meter() -> None:
         view.close()
     assert "mic no microphone" in screen
     assert "dBFS" not in screen
+
+
+def test_push_to_talk_shows_ready_between_turns_and_talking_during_one() -> None:
+    for push_to_talk in (True, False):
+        console, _ = terminal()
+        view = LiveView(console, refresh_per_second=20, push_to_talk=push_to_talk)
+        try:
+            view.status("listening")
+            between = rendered(view, console)
+            view.status("user speaking")
+            during = rendered(view, console)
+        finally:
+            view.close()
+        assert ("● ready: space to talk" in between) is push_to_talk
+        assert ("● listening" in between) is not push_to_talk
+        assert "● user speaking" in during
+        assert ("space: talk / stop talking" in between) is push_to_talk
