@@ -205,9 +205,16 @@ class VoiceBot:
         echoed by the terminal under the display either)."""
         self._keys = asyncio.Queue(TYPED_LINES_LIMIT)
         talk = self.push_to_talk if self.core.config.manual_turns else None
-        keyboard = Keyboard(self._keys.put_nowait, self.view.input_line, talk)
+        keyboard = Keyboard(self._typed_key_line, self.view.input_line, talk)
         keyboard.open()
         return keyboard
+
+    def _typed_key_line(self, line: str) -> None:
+        assert self._keys is not None
+        try:
+            self._keys.put_nowait(line)
+        except asyncio.QueueFull:  # hundreds of lines typed while offline
+            self.view.error(f"{TYPED_LINES_LIMIT} lines are already waiting: this one was not sent")
 
     def push_to_talk(self) -> None:
         """The push-to-talk key: starts the user's turn, or ends it."""
@@ -527,6 +534,9 @@ class VoiceBot:
         while (line := await lines.get()) is not None:
             if line.strip():
                 self.typed(line.strip())
+                # Typed ahead (or piped in): the next line waits in the bounded input queue
+                # until this one is sent, so the core never holds more than one unsent.
+                await self.until(lambda: not self.core.turns.typed_waiting)
             elif push_to_talk and self._keys is None:  # Enter on an empty line: the talk key
                 self.push_to_talk()
         if self.text_only:  # in voice mode the microphone (or file) is the input

@@ -361,3 +361,36 @@ def test_without_raw_keys_the_terminal_echo_stacks_the_border() -> None:
     stream.feed(out.getvalue().encode())
     view.close()
     assert "\n".join(screen.display).count("╭─ voicebot") == 2
+
+
+async def test_lines_piped_in_at_once_are_answered_in_order_and_never_pile_up(
+    tmp_path: Path,
+) -> None:
+    """`voicebot run --text < file`: 60 lines arrive at once. Each is answered, in order, and
+    the core never holds more than one unsent line (the next waits in the bounded input
+    queue); before, all of them piled up in the core and each event scanned them all."""
+    count = 60
+    async with FakeRealtimeServer(fake_config(speed=0.0)) as server:
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        for n in range(count):
+            lines.put_nowait(f"line {n}")
+        lines.put_nowait(None)
+        running = start_bot(
+            server, settings_for(server, tmp_path), RunOptions(text=True, text_lines=lines)
+        )
+        most_waiting = 0
+
+        def watch(_: object) -> None:
+            nonlocal most_waiting
+            most_waiting = max(
+                most_waiting, running.bot.core.snapshot()["turns"]["typed_lines_pending"]
+            )
+
+        running.bot.subscribe(watch)
+        assert await running.finish(60) == 0
+
+    assert most_waiting <= 2, most_waiting  # the one being answered, and the next one sent
+    assert running.view.user == [f"line {n}" for n in range(count)]
+    assert [text for _, text, _ in running.view.assistant] == [
+        f"You said: line {n}" for n in range(count)
+    ]

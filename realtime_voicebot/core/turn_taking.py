@@ -217,6 +217,12 @@ class TurnTaking:
         return list(self._typed)
 
     @property
+    def typed_waiting(self) -> bool:
+        """A typed line waits to be sent (a reply runs, or the connection is down): the
+        shell holds the next line until it is sent, so lines never pile up here."""
+        return any(line.sent_in is None for line in self._typed.values())
+
+    @property
     def reply_owed(self) -> bool:
         """A response runs, or one we (or the server's VAD) asked for has not started yet."""
         return (
