@@ -5,12 +5,16 @@ Without it, laptop speakers feed the reply back into the microphone, server VAD 
 running on the event loop on 24 kHz mic blocks, with the far-end reference read from the
 player's `PlaybackTap` (what was actually handed to the device, silence included):
 
+- ``aec`` (the default): WebRTC acoustic echo cancellation (livekit's AudioProcessingModule)
+  subtracts the echo and keeps the user's voice, so barge-in works at normal speaking levels.
+- ``gate``: while the assistant is audible, the microphone passes only when it is clearly
+  louder than the echo predicted from a learned echo path (`EchoGate`). The fallback when the
+  canceller cannot load.
 - ``off``: pass through (headphones).
-- ``gate``: while the assistant is audible, the mic is replaced by silence unless it is clearly
-  louder than what is being played. See `EchoGate` for the numbers.
-- ``aec``: WebRTC acoustic echo cancellation (livekit's AudioProcessingModule) subtracts the
-  echo and keeps the user's voice, so barge-in works at normal speaking levels. Needs the
-  ``[aec]`` extra.
+
+`make_echo_processor` builds the one asked for, falls back from ``aec`` to ``gate`` when the
+canceller cannot load, and logs one line saying which mode runs and why; the processor keeps
+that line (`echo_status`) for the app to show.
 """
 
 from __future__ import annotations
@@ -19,23 +23,28 @@ from collections import deque
 from typing import Any, Protocol
 
 import numpy as np
+import structlog
 
 from realtime_voicebot.audio.devices import AudioUnavailableError
-from realtime_voicebot.audio.output import PlaybackTap
-from realtime_voicebot.audio.resample import (
-    API_SAMPLE_RATE,
-    PCM16_FULL_SCALE_SQUARED,
-    Int16Array,
-    StreamResampler,
-    mean_square_dbfs,
-    rms_dbfs,
-    sum_of_squares,
+from realtime_voicebot.audio.echo_path import (
+    FRAME_MS,
+    EchoPathEstimator,
+    FrameLevels,
+    IntArray,
 )
+from realtime_voicebot.audio.output import PlaybackTap
+from realtime_voicebot.audio.resample import API_SAMPLE_RATE, Int16Array, StreamResampler
 from realtime_voicebot.config import EchoMode
+
+log = structlog.get_logger(component="audio.echo")
 
 
 class EchoProcessor(Protocol):
     """Turns a mic block (PCM16 mono 24 kHz bytes) into what may go to the server."""
+
+    mode: EchoMode
+    status: str
+    """One line for the user: which echo mode runs and why (set by `make_echo_processor`)."""
 
     def process(self, mic_block_pcm16: bytes) -> bytes: ...
     @property
@@ -45,8 +54,11 @@ class EchoProcessor(Protocol):
 class PassThrough:
     """Echo mode ``off``."""
 
+    mode: EchoMode = "off"
+
     def __init__(self) -> None:
         self.blocks = 0
+        self.status = STATUS_OFF
 
     def process(self, mic_block_pcm16: bytes) -> bytes:
         self.blocks += 1
@@ -57,131 +69,84 @@ class PassThrough:
         return {"blocks": self.blocks}
 
 
-def reference_level_dbfs(reference: Int16Array, frame_samples: int) -> float:
-    """The loudest frame's RMS level in a stretch of played audio (robust to echo delay)."""
-    frames = reference.shape[0] // frame_samples
-    if frames == 0:
-        return rms_dbfs(reference)
-    shaped = reference[: frames * frame_samples].astype(np.float64).reshape(frames, frame_samples)
-    loudest = float(np.max(np.einsum("ij,ij->i", shaped, shaped))) / frame_samples
-    return mean_square_dbfs(loudest / PCM16_FULL_SCALE_SQUARED)
-
-
-class ReferenceMeter:
-    """The loudest frame of the last `window_samples` played, updated incrementally.
-
-    Each call reads only the samples played since the previous one (one block, usually one
-    frame: a single dot product) instead of re-measuring the whole window every mic block.
-    Frames are `frame_samples` long; the newest, partial frame counts too.
-    """
-
-    def __init__(self, tap: PlaybackTap, window_samples: int, frame_samples: int) -> None:
-        self.tap = tap
-        self.frame_samples = frame_samples
-        self.window_samples = min(window_samples, tap.capacity)
-        self._frames: deque[float] = deque(maxlen=max(1, window_samples // frame_samples))
-        """Sums of squares of the latest complete frames."""
-        self._partial_sum = 0.0
-        self._partial_len = 0
-        self._position = tap.total_samples
-
-    def level_dbfs(self) -> float:
-        """RMS level of the loudest frame in the window, in dBFS."""
-        self._catch_up()
-        loudest = max(self._frames, default=0.0) / self.frame_samples
-        if self._partial_len:
-            loudest = max(loudest, self._partial_sum / self._partial_len)
-        return mean_square_dbfs(loudest / PCM16_FULL_SCALE_SQUARED)
-
-    def _catch_up(self) -> None:
-        end = self.tap.total_samples
-        if end == self._position:
-            return
-        start = max(self._position, end - self.window_samples)
-        if start != self._position:  # more than the window went by: measure the window anew
-            self._frames.clear()
-            self._partial_sum, self._partial_len = 0.0, 0
-        played, self._position = self.tap.read_since(start)
-        self._add(played)
-
-    def _add(self, played: Int16Array) -> None:
-        size = self.frame_samples
-        if self._partial_len:
-            take = min(size - self._partial_len, int(played.shape[0]))
-            self._partial_sum += sum_of_squares(played[:take])
-            self._partial_len += take
-            played = played[take:]
-            if self._partial_len < size:
-                return
-            self._frames.append(self._partial_sum)
-            self._partial_sum, self._partial_len = 0.0, 0
-        whole = int(played.shape[0]) // size
-        if whole == 1:
-            self._frames.append(sum_of_squares(played[:size]))
-        elif whole > 1:
-            frames = played[: whole * size].astype(np.float64).reshape(whole, size)
-            self._frames.extend(np.einsum("ij,ij->i", frames, frames).tolist())
-        rest = played[whole * size :]
-        if rest.shape[0]:
-            self._partial_sum = sum_of_squares(rest)
-            self._partial_len = int(rest.shape[0])
-
-
 class EchoGate:
-    """Echo mode ``gate``: only loud, sustained speech gets through while the assistant talks.
+    """Echo mode ``gate``: while the bot is audible, the microphone passes only when it is
+    clearly louder than the echo the gate predicts; otherwise the server hears silence.
 
-    The reference level is the loudest 20 ms frame of the last `window_ms` (300) of played
-    audio; the window covers the output and input latency and the room's echo tail. The
-    assistant counts as audible while that level is above `audible_floor_dbfs` (-50 dBFS).
-    Then:
+    The gate learns the echo path (`EchoPathEstimator`): the delay from a frame handed to the
+    speaker to its echo in the microphone, and the coupling (microphone level minus played
+    level at that delay), from the 10 ms frames captured while the bot talks. The predicted
+    echo of a frame is coupling + the played level at the delay, so what opens the gate is
+    input above the echo, whatever the speaker volume, distance or microphone gain.
 
-    - a mic block *qualifies* when its RMS is at least `margin_db` (3 dB) above the reference
-      level. Echo is quieter than what is played in any sane setup (a reply leaking back at
-      -10 dB is 13 dB short of the bar);
-    - qualifying blocks are held back, not sent; after `open_after_ms` (160 ms) of them in a row
-      the gate opens and releases them, so the server hears the start of the word. A
-      non-qualifying block before that turns the held blocks into silence. Held audio only
-      delays output: what comes out always has the length that went in;
-    - an open gate stays open until the mic has stayed below `margin_db - hysteresis_db`
-      (-3 dB) relative to the reference for `release_ms` (400 ms): the user stopped talking;
-    - while the gate is closed, mic blocks are replaced by silence of the same length, so
-      server VAD hears nothing and the stream's timing is kept.
+    - A frame *qualifies* when it is `margin` above the predicted echo: `margin_db` (4 dB), or
+      `spread_factor` (3) times the echo's learned spread where the room makes the echo less
+      predictable (reverberation), whichever is larger.
+    - The gate opens when `open_ms` (150 ms) of the last `window_ms` (250 ms) qualify.
+      Blocks are held back from the first qualifying frame and released when it opens, so the
+      server hears the start of the word; held blocks older than the window, or all of them
+      once nothing in the window qualifies, become silence. Output length equals input length.
+    - An open gate passes everything until fewer than a quarter of the frames of the last
+      `release_ms` (400 ms) are `margin - hysteresis_db` above the predicted echo: the user
+      stopped talking (or a louder echo has been learned, see below).
+    - While the gate is shut and the bot is audible, blocks are replaced by silence of the same
+      length. When the bot is silent, or its predicted echo is below `echo_floor_dbfs`
+      (headphones), everything passes.
 
-    When the assistant is silent everything passes. The gate cannot tell a quiet user from
-    echo; `aec` can.
+    Learning never stops while the bot talks: the coupling is a median over the last two
+    seconds, which a user talking over the reply for less than half of that does not move.
+    A coupling that falls is learned within about a second, during which the user must speak
+    up a little. A coupling that rises suddenly (the volume turned up mid-reply) looks like
+    the user until it is learned, about a second later, and may open the gate meanwhile.
     """
+
+    mode: EchoMode = "gate"
 
     def __init__(
         self,
         reference: PlaybackTap,
         *,
-        margin_db: float = 3.0,
-        open_after_ms: float = 160.0,
+        margin_db: float = 4.0,
+        spread_factor: float = 3.0,
+        open_ms: float = 150.0,
+        window_ms: float = 250.0,
         release_ms: float = 400.0,
-        hysteresis_db: float = 6.0,
-        window_ms: int = 300,
-        audible_floor_dbfs: float = -50.0,
+        hysteresis_db: float = 2.0,
+        echo_floor_dbfs: float = -70.0,
+        clock_smoothing: float = 0.02,
         sample_rate: int = API_SAMPLE_RATE,
+        path: EchoPathEstimator | None = None,
     ) -> None:
+        self.status = STATUS_GATE
         self.reference = reference
         self.margin_db = margin_db
-        self.open_after_ms = open_after_ms
-        self.release_ms = release_ms
+        self.spread_factor = spread_factor
+        self.open_frames = max(1, round(open_ms / FRAME_MS))
+        self.window_frames = max(self.open_frames, round(window_ms / FRAME_MS))
+        self.window_ms = window_ms
+        self.release_frames = max(1, round(release_ms / FRAME_MS))
         self.hysteresis_db = hysteresis_db
-        self.window_samples = reference.sample_rate * window_ms // 1000
-        self.frame_samples = max(1, reference.sample_rate // 50)
-        self.audible_floor_dbfs = audible_floor_dbfs
+        self.echo_floor_dbfs = echo_floor_dbfs
+        self.clock_smoothing = clock_smoothing
         self.sample_rate = sample_rate
-        self._meter = ReferenceMeter(reference, self.window_samples, self.frame_samples)
+        self.path = path or EchoPathEstimator()
+        self._reference_levels = FrameLevels(max(1, reference.sample_rate * FRAME_MS // 1000))
+        self._reference_position = reference.total_samples
+        self._mic_levels = FrameLevels(max(1, sample_rate * FRAME_MS // 1000))
+        self._offset: float | None = None
+        self._recent: deque[tuple[float, float]] = deque(
+            maxlen=max(self.window_frames, self.release_frames)
+        )
+        """(microphone dB, predicted echo dB) of the latest frames while the bot is audible."""
+        self._audible = False
         self.is_open = False
-        self._held: list[bytes] = []
+        self._held: deque[bytes] = deque()
         self._held_ms = 0.0
-        self._quiet_ms = 0.0
         self.blocks = 0
         self.blocks_gated = 0
-        """Blocks replaced by silence (the assistant was audible and the mic not loud enough)."""
+        """Blocks replaced by silence (the bot was audible and the input not above its echo)."""
         self.blocks_passed_over_reply = 0
-        """Blocks let through while the assistant was audible (the user talking over it)."""
+        """Blocks let through while the bot was audible (the user talking over it)."""
         self.openings = 0
 
     @property
@@ -193,39 +158,92 @@ class EchoGate:
             "openings": self.openings,
         }
 
+    @property
+    def coupling_db(self) -> float:
+        """The echo coupling in use (dB, microphone level minus played level)."""
+        return self.path.coupling_db
+
+    @property
+    def delay_ms(self) -> float | None:
+        """The echo delay found (played-to-read, ms), or None while unknown."""
+        delay = self.path.delay_frames
+        return None if delay is None else float(delay * FRAME_MS)
+
+    @property
+    def margin(self) -> float:
+        """How far above the predicted echo a frame must be to count as the user (dB)."""
+        return max(self.margin_db, self.spread_factor * self.path.spread_db)
+
     def process(self, mic_block_pcm16: bytes) -> bytes:
         self.blocks += 1
-        block_ms = len(mic_block_pcm16) / 2 * 1000.0 / self.sample_rate
-        reference_db = self._meter.level_dbfs()
-        if reference_db <= self.audible_floor_dbfs:
+        self._catch_up_reference()
+        levels = self._mic_levels.push(np.frombuffer(mic_block_pcm16, dtype=np.int16))
+        clocks = self._clocks(levels.shape[0])
+        played = self.path.reference_for(clocks)
+        predicted = played + self.path.coupling_db
+        playing = played >= self.path.reference_active_dbfs
+        if levels.shape[0]:  # a block shorter than a frame keeps the previous state
+            self._audible = bool((playing & (predicted >= self.echo_floor_dbfs)).any())
+        if playing.any():
+            self.path.learn(levels[playing], clocks[playing])
+        if not self._audible:
             self.is_open = False
-            self._quiet_ms = 0.0
+            self._recent.clear()
             if not self._held:
                 return mic_block_pcm16
             return self._release_held(keep=True) + mic_block_pcm16
-        mic_db = rms_dbfs(np.frombuffer(mic_block_pcm16, dtype=np.int16))
-        excess_db = mic_db - reference_db
+        self._recent.extend(zip(levels.tolist(), predicted.tolist(), strict=True))
         if self.is_open:
-            if excess_db >= self.margin_db - self.hysteresis_db:
-                self._quiet_ms = 0.0
-            else:
-                self._quiet_ms += block_ms
-                if self._quiet_ms >= self.release_ms:
-                    self.is_open = False
             self.blocks_passed_over_reply += 1
+            if self._user_stopped():
+                self.is_open = False
             return mic_block_pcm16
-        if excess_db >= self.margin_db:
-            self._held.append(mic_block_pcm16)
-            self._held_ms += block_ms
-            if self._held_ms < self.open_after_ms:
-                return b""
+        self._held.append(mic_block_pcm16)
+        self._held_ms += len(mic_block_pcm16) / 2 * 1000.0 / self.sample_rate
+        qualifying = self._frames_above(self.margin, self.window_frames)
+        if qualifying >= self.open_frames:
             self.is_open = True
-            self._quiet_ms = 0.0
             self.openings += 1
             self.blocks_passed_over_reply += len(self._held)
             return self._release_held(keep=True)
-        self.blocks_gated += 1 + len(self._held)
-        return self._release_held(keep=False) + bytes(len(mic_block_pcm16))
+        if qualifying == 0:
+            self.blocks_gated += len(self._held)
+            return self._release_held(keep=False)
+        silenced = b""
+        while self._held_ms > self.window_ms and len(self._held) > 1:
+            oldest = self._held.popleft()
+            self._held_ms -= len(oldest) / 2 * 1000.0 / self.sample_rate
+            self.blocks_gated += 1
+            silenced += bytes(len(oldest))
+        return silenced
+
+    def _catch_up_reference(self) -> None:
+        played, self._reference_position = self.reference.read_since(self._reference_position)
+        if played.shape[0]:
+            self.path.push_reference(self._reference_levels.push(played))
+
+    def _clocks(self, frames: int) -> IntArray:
+        """The reference frame playing when each new microphone frame was read.
+
+        The two streams run at the same pace but reach the loop in bursts; the offset between
+        their frame counts is smoothed so one late block does not shift the alignment.
+        """
+        end = self._mic_levels.frames
+        observed = float(self.path.reference_frames - end)
+        if self._offset is None:
+            self._offset = observed
+        else:
+            self._offset += self.clock_smoothing * (observed - self._offset)
+        return np.arange(end - frames, end, dtype=np.int64) + round(self._offset)
+
+    def _frames_above(self, margin: float, frames: int) -> int:
+        """How many of the latest `frames` frames are `margin` dB above the predicted echo."""
+        recent = list(self._recent)[-frames:]
+        return sum(1 for level, echo in recent if level - echo >= margin)
+
+    def _user_stopped(self) -> bool:
+        threshold = self.margin - self.hysteresis_db
+        return self._frames_above(threshold, self.release_frames) * 4 < self.release_frames
 
     def _release_held(self, *, keep: bool) -> bytes:
         held = b"".join(self._held)
@@ -237,11 +255,8 @@ class EchoGate:
 def _import_livekit_rtc() -> Any:
     try:
         from livekit import rtc
-    except ImportError as exc:
-        raise AudioUnavailableError(
-            "Acoustic echo cancellation needs livekit: run "
-            "`pip install 'realtime_voicebot[aec]'`, or use --echo gate"
-        ) from exc
+    except Exception as exc:  # ImportError, or OSError from its native library
+        raise AudioUnavailableError(f"livekit did not load: {exc}") from exc
     return rtc
 
 
@@ -256,6 +271,8 @@ class AcousticEchoCanceller:
     the APM refines it itself.
     """
 
+    mode: EchoMode = "aec"
+
     def __init__(
         self,
         reference: PlaybackTap,
@@ -266,12 +283,16 @@ class AcousticEchoCanceller:
     ) -> None:
         rtc = _import_livekit_rtc()
         self._rtc = rtc
-        self._apm = rtc.AudioProcessingModule(
-            echo_cancellation=True,
-            noise_suppression=noise_suppression,
-            high_pass_filter=True,
-            auto_gain_control=False,
-        )
+        try:
+            self._apm = rtc.AudioProcessingModule(
+                echo_cancellation=True,
+                noise_suppression=noise_suppression,
+                high_pass_filter=True,
+                auto_gain_control=False,
+            )
+        except Exception as exc:  # the native module failed to start
+            raise AudioUnavailableError(f"the WebRTC processing module failed: {exc}") from exc
+        self.status = STATUS_AEC
         self.reference = reference
         self.stream_delay_ms = stream_delay_ms
         self.sample_rate = sample_rate
@@ -324,15 +345,51 @@ class AcousticEchoCanceller:
         return self._rtc.AudioFrame(data, self.sample_rate, 1, self.frame_samples)
 
 
+STATUS_AEC = "echo handling: aec (WebRTC echo cancellation)"
+STATUS_GATE = "echo handling: gate (adaptive echo gate, as asked)"
+STATUS_OFF = "echo handling: off (nothing removed: use headphones)"
+
+
 def make_echo_processor(
     mode: EchoMode,
     reference: PlaybackTap,
     *,
     stream_delay_ms: int = 0,
+    fallback: bool = True,
 ) -> EchoProcessor:
-    """The processor for `Settings.echo`; raises AudioUnavailableError for aec without livekit."""
+    """The processor for `Settings.echo`, with its one-line `status` logged once.
+
+    ``aec`` falls back to ``gate`` when the canceller cannot load (the status says why);
+    with ``fallback=False`` that raises AudioUnavailableError instead.
+    """
+    processor: EchoProcessor
     if mode == "off":
-        return PassThrough()
-    if mode == "gate":
-        return EchoGate(reference)
-    return AcousticEchoCanceller(reference, stream_delay_ms=stream_delay_ms)
+        processor = PassThrough()
+    elif mode == "gate":
+        processor = EchoGate(reference)
+    else:
+        try:
+            processor = AcousticEchoCanceller(reference, stream_delay_ms=stream_delay_ms)
+        except AudioUnavailableError as exc:
+            if not fallback:
+                raise AudioUnavailableError(
+                    f"Echo cancellation cannot run ({exc}): reinstall with "
+                    "`pip install --force-reinstall livekit`, or use --echo gate"
+                ) from exc
+            processor = EchoGate(reference)
+            processor.status = (
+                f"echo handling: gate, because echo cancellation could not load ({exc}); "
+                "`pip install --force-reinstall livekit` brings it back"
+            )
+            log.warning("echo_mode", mode=processor.mode, requested=mode, status=processor.status)
+            return processor
+    log.info("echo_mode", mode=processor.mode, requested=mode, status=processor.status)
+    return processor
+
+
+def echo_status(audio_in: object) -> str | None:
+    """The start-up line about echo handling for an audio input (None: it has no echo
+    processing, e.g. a WAV file or text mode)."""
+    processor = getattr(audio_in, "echo", None)
+    status = getattr(processor, "status", None)
+    return status if isinstance(status, str) else None
