@@ -182,6 +182,33 @@ def devices_list() -> None:
         raise typer.Exit(1) from None
 
 
+@devices_app.command("test")
+def devices_test(
+    input_device: str | None = typer.Option(
+        None, "--input-device", help="Microphone: index or name substring (default: settings)."
+    ),
+    output_device: str | None = typer.Option(
+        None, "--output-device", help="Speaker: index or name substring (default: settings)."
+    ),
+) -> None:
+    """Play a short sound and record the microphone: level, echo, latency, echo mode to use."""
+    from realtime_voicebot.audio.check import run_check
+    from realtime_voicebot.audio.devices import AudioUnavailableError
+
+    settings = load_or_exit({})
+    try:
+        result = run_check(
+            input_device if input_device is not None else settings.input_device,
+            output_device if output_device is not None else settings.output_device,
+            on_start=lambda: typer.echo("playing a short sound and recording the microphone ..."),
+        )
+    except AudioUnavailableError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for line in result.report():
+        typer.echo(line)
+
+
 @app.command("run")
 @settings_options
 def run(
