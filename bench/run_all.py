@@ -26,6 +26,7 @@ BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
 BENCHES = [
     "cli_help",
     "barge_in",
+    "echo_matrix",
     "cpu",
     "loop_lag",
     "two_hour",
@@ -33,7 +34,7 @@ BENCHES = [
     "concurrent_sessions",
     "soak",
 ]
-RIG_BENCHES = frozenset({"barge_in", "cpu"})
+RIG_BENCHES = frozenset({"barge_in", "cpu", "echo_matrix"})
 """Benchmarks that play into / record the PulseAudio rig (`scripts/audio-rig.sh start`)."""
 
 

@@ -1,7 +1,8 @@
 """The real app on real PortAudio devices: the PulseAudio virtual rig, end to end.
 
-The bot runs as `voicebot run` builds it (`audio.build.build_audio`: `SoundDevicePlayer` on the default
-sink `vspk`, `MicrophoneInput` on the default source `vmic.monitor`) against the fake server.
+The bot runs as `voicebot run` builds it (`audio.build.build_audio`: `SoundDevicePlayer` on
+the default sink `vspk`, `MicrophoneInput` on the default source `vmic.monitor`) against the
+fake server.
 The test speaks by playing into `vmic` and listens on `vspk.monitor`, like a person at the
 machine. Skipped when the rig is not up (`bash scripts/audio-rig.sh start`).
 
