@@ -86,6 +86,7 @@ class EchoPathEstimator:
         learn_frames: int = 200,
         min_learn_frames: int = 30,
         update_every: int = 10,
+        delay_every: int = 5,
         initial_coupling_db: float = 10.0,
         tail_decay_db: float = 2.0,
         reference_active_dbfs: float = -50.0,
@@ -113,6 +114,10 @@ class EchoPathEstimator:
         self._learn_mic: deque[float] = deque(maxlen=learn_frames)
         self._learn_clock: deque[int] = deque(maxlen=learn_frames)
         self._since_update = 0
+        self._updates = 0
+        self.delay_every = delay_every
+        """The delay is searched on every `delay_every`-th update (it changes rarely; the
+        search is the costly part), and on every update until it is found."""
         self.delay_frames: int | None = None
         """The echo delay in frames, once found (None before)."""
         self.correlation = 0.0
@@ -191,7 +196,9 @@ class EchoPathEstimator:
         clocks = np.fromiter(self._learn_clock, dtype=np.int64, count=len(self._learn_clock))
         if mic.shape[0] < self.min_learn_frames:
             return
-        self._update_delay(mic, clocks)
+        self._updates += 1
+        if self.delay_frames is None or self._updates % self.delay_every == 0:
+            self._update_delay(mic, clocks)
         reference = self.reference_for(clocks)
         played = reference >= self.reference_active_dbfs
         if int(played.sum()) < self.min_learn_frames:
