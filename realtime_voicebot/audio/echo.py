@@ -20,6 +20,7 @@ that line (`echo_status`) for the app to show.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,9 +29,12 @@ import structlog
 from realtime_voicebot.audio.devices import AudioUnavailableError
 from realtime_voicebot.audio.echo_path import (
     FRAME_MS,
+    BoolArray,
     EchoPathEstimator,
+    FloatArray,
     FrameLevels,
     IntArray,
+    levels_dbfs,
 )
 from realtime_voicebot.audio.output import PlaybackTap
 from realtime_voicebot.audio.resample import API_SAMPLE_RATE, Int16Array, StreamResampler
@@ -69,6 +73,78 @@ class PassThrough:
         return {"blocks": self.blocks}
 
 
+@dataclass(frozen=True)
+class EchoFrames:
+    """The 10 ms microphone frames a block completed, with the echo predicted for each."""
+
+    levels: FloatArray
+    """Microphone level (dBFS) of each frame."""
+    predicted: FloatArray
+    """The echo expected in each frame (dBFS): coupling + the played level at the delay."""
+    playing: BoolArray
+    """Whether speech was being played where each frame's echo comes from."""
+
+
+class EchoTracker:
+    """Follows the echo path from the player's tap and the raw microphone, block by block.
+
+    Reads every sample played since the previous block (10 ms levels into the estimator),
+    cuts the microphone block into 10 ms frames, gives each frame its clock (the reference
+    frame playing when it was read) and predicts its echo. Used by the gate (to decide) and
+    by the canceller (to catch what it lets through).
+    """
+
+    def __init__(
+        self,
+        reference: PlaybackTap,
+        *,
+        sample_rate: int = API_SAMPLE_RATE,
+        clock_smoothing: float = 0.02,
+        tolerance_frames: int = 1,
+        path: EchoPathEstimator | None = None,
+    ) -> None:
+        self.reference = reference
+        self.path = path or EchoPathEstimator()
+        self.tolerance_frames = tolerance_frames
+        """The prediction is the loudest played frame within this many frames of the delay."""
+        self.clock_smoothing = clock_smoothing
+        self._reference_levels = FrameLevels(max(1, reference.sample_rate * FRAME_MS // 1000))
+        self._reference_position = reference.total_samples
+        self._mic_levels = FrameLevels(max(1, sample_rate * FRAME_MS // 1000))
+        self._offset: float | None = None
+
+    def observe(self, mic_block_pcm16: bytes, *, learn: bool = True) -> EchoFrames:
+        """The frames this block completes and their predicted echo; with `learn`, the
+        frames heard while speech plays teach the estimator."""
+        self._catch_up_reference()
+        levels = self._mic_levels.push(np.frombuffer(mic_block_pcm16, dtype=np.int16))
+        clocks = self._clocks(levels.shape[0])
+        played = self.path.reference_for(clocks, self.tolerance_frames)
+        playing = played >= self.path.reference_active_dbfs
+        if learn and playing.any():
+            self.path.learn(levels[playing], clocks[playing])
+        return EchoFrames(levels, played + self.path.coupling_db, playing)
+
+    def _catch_up_reference(self) -> None:
+        played, self._reference_position = self.reference.read_since(self._reference_position)
+        if played.shape[0]:
+            self.path.push_reference(self._reference_levels.push(played))
+
+    def _clocks(self, frames: int) -> IntArray:
+        """The reference frame playing when each new microphone frame was read.
+
+        The two streams run at the same pace but reach the loop in bursts; the offset between
+        their frame counts is smoothed so one late block does not shift the alignment.
+        """
+        end = self._mic_levels.frames
+        observed = float(self.path.reference_frames - end)
+        if self._offset is None:
+            self._offset = observed
+        else:
+            self._offset += self.clock_smoothing * (observed - self._offset)
+        return np.arange(end - frames, end, dtype=np.int64) + round(self._offset)
+
+
 class EchoGate:
     """Echo mode ``gate``: while the bot is audible, the microphone passes only when it is
     clearly louder than the echo the gate predicts; otherwise the server hears silence.
@@ -93,11 +169,13 @@ class EchoGate:
       length. When the bot is silent, or its predicted echo is below `echo_floor_dbfs`
       (headphones), everything passes.
 
-    Learning never stops while the bot talks: the coupling is a median over the last two
-    seconds, which a user talking over the reply for less than half of that does not move.
-    A coupling that falls is learned within about a second, during which the user must speak
-    up a little. A coupling that rises suddenly (the volume turned up mid-reply) looks like
-    the user until it is learned, about a second later, and may open the gate meanwhile.
+    Learning goes on while the bot talks, except for the first `learn_after_open_ms` (1 s)
+    the gate is open: that is the user, and the app cuts the reply by then; a gate still open
+    after that is letting a louder echo through, and learns it. The coupling is a median over
+    the last two seconds of played speech, which a user talking over less than half of that
+    does not move. A coupling that falls is learned within two seconds, during which the user
+    must speak up a little. One that rises suddenly (the volume turned up mid-reply) looks like
+    the user until it is learned, within about three seconds, and may open the gate meanwhile.
     """
 
     mode: EchoMode = "gate"
@@ -113,6 +191,7 @@ class EchoGate:
         release_ms: float = 400.0,
         hysteresis_db: float = 2.0,
         echo_floor_dbfs: float = -70.0,
+        learn_after_open_ms: float = 1000.0,
         clock_smoothing: float = 0.02,
         sample_rate: int = API_SAMPLE_RATE,
         path: EchoPathEstimator | None = None,
@@ -127,13 +206,13 @@ class EchoGate:
         self.release_frames = max(1, round(release_ms / FRAME_MS))
         self.hysteresis_db = hysteresis_db
         self.echo_floor_dbfs = echo_floor_dbfs
-        self.clock_smoothing = clock_smoothing
         self.sample_rate = sample_rate
-        self.path = path or EchoPathEstimator()
-        self._reference_levels = FrameLevels(max(1, reference.sample_rate * FRAME_MS // 1000))
-        self._reference_position = reference.total_samples
-        self._mic_levels = FrameLevels(max(1, sample_rate * FRAME_MS // 1000))
-        self._offset: float | None = None
+        self.tracker = EchoTracker(
+            reference, sample_rate=sample_rate, clock_smoothing=clock_smoothing, path=path
+        )
+        self.path = self.tracker.path
+        self.learn_after_open_ms = learn_after_open_ms
+        self._open_ms = 0.0
         self._recent: deque[tuple[float, float]] = deque(
             maxlen=max(self.window_frames, self.release_frames)
         )
@@ -176,16 +255,12 @@ class EchoGate:
 
     def process(self, mic_block_pcm16: bytes) -> bytes:
         self.blocks += 1
-        self._catch_up_reference()
-        levels = self._mic_levels.push(np.frombuffer(mic_block_pcm16, dtype=np.int16))
-        clocks = self._clocks(levels.shape[0])
-        played = self.path.reference_for(clocks)
-        predicted = played + self.path.coupling_db
-        playing = played >= self.path.reference_active_dbfs
+        block_ms = len(mic_block_pcm16) / 2 * 1000.0 / self.sample_rate
+        learn = not self.is_open or self._open_ms >= self.learn_after_open_ms
+        frames = self.tracker.observe(mic_block_pcm16, learn=learn)
+        levels, predicted = frames.levels, frames.predicted
         if levels.shape[0]:  # a block shorter than a frame keeps the previous state
-            self._audible = bool((playing & (predicted >= self.echo_floor_dbfs)).any())
-        if playing.any():
-            self.path.learn(levels[playing], clocks[playing])
+            self._audible = bool((frames.playing & (predicted >= self.echo_floor_dbfs)).any())
         if not self._audible:
             self.is_open = False
             self._recent.clear()
@@ -195,14 +270,16 @@ class EchoGate:
         self._recent.extend(zip(levels.tolist(), predicted.tolist(), strict=True))
         if self.is_open:
             self.blocks_passed_over_reply += 1
+            self._open_ms += block_ms
             if self._user_stopped():
                 self.is_open = False
             return mic_block_pcm16
         self._held.append(mic_block_pcm16)
-        self._held_ms += len(mic_block_pcm16) / 2 * 1000.0 / self.sample_rate
+        self._held_ms += block_ms
         qualifying = self._frames_above(self.margin, self.window_frames)
         if qualifying >= self.open_frames:
             self.is_open = True
+            self._open_ms = 0.0
             self.openings += 1
             self.blocks_passed_over_reply += len(self._held)
             return self._release_held(keep=True)
@@ -216,25 +293,6 @@ class EchoGate:
             self.blocks_gated += 1
             silenced += bytes(len(oldest))
         return silenced
-
-    def _catch_up_reference(self) -> None:
-        played, self._reference_position = self.reference.read_since(self._reference_position)
-        if played.shape[0]:
-            self.path.push_reference(self._reference_levels.push(played))
-
-    def _clocks(self, frames: int) -> IntArray:
-        """The reference frame playing when each new microphone frame was read.
-
-        The two streams run at the same pace but reach the loop in bursts; the offset between
-        their frame counts is smoothed so one late block does not shift the alignment.
-        """
-        end = self._mic_levels.frames
-        observed = float(self.path.reference_frames - end)
-        if self._offset is None:
-            self._offset = observed
-        else:
-            self._offset += self.clock_smoothing * (observed - self._offset)
-        return np.arange(end - frames, end, dtype=np.int64) + round(self._offset)
 
     def _frames_above(self, margin: float, frames: int) -> int:
         """How many of the latest `frames` frames are `margin` dB above the predicted echo."""
@@ -269,6 +327,14 @@ class AcousticEchoCanceller:
     may be up to 10 ms shorter or longer than the input block. `stream_delay_ms` is the
     estimated delay from playing a sample to capturing its echo (output plus input latency);
     the APM refines it itself.
+
+    The canceller leaks for a moment when the echo path changes (its delay shifts between
+    replies, the volume moves): measured on the rig, a reply's echo at -38 dBFS came through
+    at about -47 dBFS for a few frames at the start of a reply, which a sensitive VAD takes
+    for speech. So an `EchoTracker` follows the echo path on the raw microphone as the gate
+    does, and an output frame more than `residual_margin_db` (10 dB) below the echo predicted
+    for it while the bot plays can only be residual echo: it is replaced by silence. A user
+    talking over the reply is far above that line (in-spec users are above the echo itself).
     """
 
     mode: EchoMode = "aec"
@@ -279,6 +345,8 @@ class AcousticEchoCanceller:
         *,
         stream_delay_ms: int = 0,
         noise_suppression: bool = True,
+        residual_margin_db: float = 10.0,
+        clock_smoothing: float = 0.02,
         sample_rate: int = API_SAMPLE_RATE,
     ) -> None:
         rtc = _import_livekit_rtc()
@@ -293,11 +361,22 @@ class AcousticEchoCanceller:
         except Exception as exc:  # the native module failed to start
             raise AudioUnavailableError(f"the WebRTC processing module failed: {exc}") from exc
         self.status = STATUS_AEC
+        # Generous alignment (+-50 ms): the delay shifts are what makes the canceller leak.
+        self.tracker = EchoTracker(reference, sample_rate=sample_rate, tolerance_frames=5)
+        self.residual_margin_db = residual_margin_db
+        self.frames_suppressed = 0
+        """Output frames replaced by silence as residual echo."""
         self.reference = reference
         self.stream_delay_ms = stream_delay_ms
         self.sample_rate = sample_rate
         self.frame_samples = sample_rate // 100
         self._reference_position = reference.total_samples
+        self._reference_unfed = np.zeros(0, dtype=np.int16)
+        """Played samples (device rate) read from the tap and not yet fed to the APM."""
+        self._fed_position = reference.total_samples
+        self._mic_samples = 0
+        self._lead: float | None = None
+        self.clock_smoothing = clock_smoothing
         self._reference_resampler = StreamResampler(reference.sample_rate, sample_rate)
         self._reference_pending = np.zeros(0, dtype=np.int16)
         self._mic_pending = np.zeros(0, dtype=np.int16)
@@ -312,10 +391,13 @@ class AcousticEchoCanceller:
             "frames": self.frames_processed,
             "reference_frames": self.reference_frames,
             "reference_skipped_samples": self.reference.skipped_samples,
+            "suppressed_frames": self.frames_suppressed,
         }
 
     def process(self, mic_block_pcm16: bytes) -> bytes:
         self.blocks += 1
+        echo = self.tracker.observe(mic_block_pcm16)
+        self._mic_samples += len(mic_block_pcm16) // 2
         self._feed_reference()
         mic = np.concatenate([self._mic_pending, np.frombuffer(mic_block_pcm16, dtype=np.int16)])
         whole = mic.shape[0] - mic.shape[0] % self.frame_samples
@@ -327,10 +409,49 @@ class AcousticEchoCanceller:
             self._apm.process_stream(frame)
             out[start : start + self.frame_samples] = np.frombuffer(frame.data, dtype=np.int16)
             self.frames_processed += 1
+        self._suppress_residual(out, echo)
         return out.tobytes()
 
+    def _suppress_residual(self, out: Int16Array, echo: EchoFrames) -> None:
+        """Silence the output frames that can only be residual echo (see the class doc)."""
+        frames = out.shape[0] // self.frame_samples
+        if frames == 0 or frames != echo.levels.shape[0]:  # the tracker frames the same stream
+            return
+        shaped = out.reshape(frames, self.frame_samples)
+        levels = levels_dbfs(
+            np.einsum("ij,ij->i", shaped, shaped, dtype=np.float64) / shaped.shape[1]
+        )
+        residual = echo.playing & (levels < echo.predicted - self.residual_margin_db)
+        if residual.any():
+            shaped[residual] = 0
+            self.frames_suppressed += int(residual.sum())
+
     def _feed_reference(self) -> None:
+        """Feed the APM the played samples up to where the microphone is, on average.
+
+        The loop reads microphone blocks in bursts (a busy moment, such as the start of a
+        reply, queues a few), while the tap runs on: feeding everything played so far would
+        shift the apparent echo delay by the queueing time, and the canceller leaks while it
+        re-converges. So the far end is fed up to the microphone's position plus the smoothed
+        lead of the tap over it, which stays put while blocks queue.
+        """
         played, self._reference_position = self.reference.read_since(self._reference_position)
+        if played.shape[0]:
+            self._reference_unfed = np.concatenate([self._reference_unfed, played])
+        ratio = self.reference.sample_rate / self.sample_rate
+        lead = self._reference_position - self._mic_samples * ratio
+        self._lead = (
+            lead if self._lead is None else self._lead + self.clock_smoothing * (lead - self._lead)
+        )
+        target = round(self._mic_samples * ratio + self._lead)
+        count = min(max(0, target - self._fed_position), self._reference_unfed.shape[0])
+        excess = self._reference_unfed.shape[0] - count - self.reference.sample_rate  # 1 s
+        count += max(0, excess)  # never fall more than a second behind the tap
+        played, self._reference_unfed = (
+            self._reference_unfed[:count],
+            self._reference_unfed[count:],
+        )
+        self._fed_position += count
         resampled = self._reference_resampler.process(played)
         reference = np.concatenate([self._reference_pending, resampled])
         whole = reference.shape[0] - reference.shape[0] % self.frame_samples

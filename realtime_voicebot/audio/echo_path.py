@@ -34,6 +34,7 @@ from realtime_voicebot.audio.resample import DBFS_FLOOR, PCM16_FULL_SCALE_SQUARE
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 FRAME_MS = 10
 """Length of the frames whose levels the echo path is learned from."""
@@ -158,12 +159,13 @@ class EchoPathEstimator:
             return self.initial_coupling_db
         return self.learned_coupling_db
 
-    def reference_for(self, clocks: IntArray) -> FloatArray:
-        """The reference level each microphone frame's echo comes from (before coupling)."""
+    def reference_for(self, clocks: IntArray, tolerance: int = 1) -> FloatArray:
+        """The reference level each microphone frame's echo comes from (before coupling): the
+        loudest within `tolerance` frames of the delay."""
         if self.delay_frames is None:
             lags = np.arange(0, self.max_delay_frames + 2)
         else:
-            lags = np.arange(self.delay_frames - 1, self.delay_frames + 2)
+            lags = np.arange(self.delay_frames - tolerance, self.delay_frames + tolerance + 1)
         candidates = self.reference_at(clocks[:, None] - lags[None, :])
         return np.asarray(candidates.max(axis=1), dtype=np.float64)
 
