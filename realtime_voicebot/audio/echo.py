@@ -329,12 +329,13 @@ class AcousticEchoCanceller:
     the APM refines it itself.
 
     The canceller leaks for a moment when the echo path changes (its delay shifts between
-    replies, the volume moves): measured on the rig, a reply's echo at -38 dBFS came through
-    at about -47 dBFS for a few frames at the start of a reply, which a sensitive VAD takes
-    for speech. So an `EchoTracker` follows the echo path on the raw microphone as the gate
-    does, and an output frame more than `residual_margin_db` (10 dB) below the echo predicted
-    for it while the bot plays can only be residual echo: it is replaced by silence. A user
-    talking over the reply is far above that line (in-spec users are above the echo itself).
+    replies, the volume moves): on the rig, with the echo at -38 dBFS and a VAD threshold of
+    -46 dBFS, replies were now and then cut 0.1 to 0.7 s after they began; in simulation a
+    20 ms shift of the delay let the echo through at -47 dBFS. So an `EchoTracker` follows the
+    echo path on the raw microphone as the gate does, and an output frame more than
+    `residual_margin_db` (10 dB) below the echo predicted for it while the bot plays can only
+    be residual echo: it is replaced by silence. A user talking over the reply is far above
+    that line (in-spec users are above the echo itself). See also `_feed_reference`.
     """
 
     mode: EchoMode = "aec"
