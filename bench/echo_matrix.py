@@ -81,7 +81,10 @@ QUESTION_S = 0.6
 INTERJECT_AFTER_S = 1.5
 INTERJECTION_S = 1.0
 HEARD_WITHIN_S = INTERJECTION_S + 1.0
-"""A `speech_started` this long after the interjection starts belongs to it."""
+"""How long after an interjection starts its `speech_started` is waited for."""
+OURS_AFTER_S = 0.3
+"""A `speech_started` from the start of one of our utterances to this long after its end is
+ours (the gate holds the start of a word back up to 250 ms); any other is a false one."""
 QUIET_MS = 300.0
 TRUNCATE_TOLERANCE_MS = 40.0
 """Two 20 ms blocks: where the app read the played position against the monitor."""
@@ -199,7 +202,7 @@ async def run_mode(
         )
         sent = [s for s in stamps.sent if s.type == started_kind]
         result.false_starts = sum(
-            1 for s in sent if not any(start <= s.at <= end + HEARD_WITHIN_S for start, end in ours)
+            1 for s in sent if not any(start <= s.at <= end + OURS_AFTER_S for start, end in ours)
         )
         truncates = {
             str(e["item_id"]): int(e["audio_end_ms"])
