@@ -270,10 +270,19 @@ def cell(run: ModeRun, level_db: float) -> str:
     made = [i for i in run.interjections if i.level_db == level_db]
     heard = [i for i in made if i.ok]
     passed = run.false_starts == 0 and made and len(heard) == len(made)
-    silences = [i.silence_s * 1000 for i in made if i.silence_s is not None]
+    silences = [i.silence_s * 1000 for i in heard if i.silence_s is not None]
     silence_text = f"{median(silences):.0f} ms" if silences else "-"
+    missed = sum(1 for i in made if not i.heard)
+    off = [i.truncate_error_ms for i in made if i.heard and not i.ok]
+    why = []
+    if missed:
+        why.append(f"{missed} not heard")
+    if off:
+        errors = ", ".join("none" if e is None else f"{e:+.0f} ms" for e in off)
+        why.append(f"truncate off: {errors}")
+    reasons = f" ({'; '.join(why)})" if why else ""
     return (
-        f"{'PASS' if passed else 'FAIL'} {false}, heard {len(heard)}/{len(made)}, "
+        f"{'PASS' if passed else 'FAIL'} {false}, heard {len(heard)}/{len(made)}{reasons}, "
         f"speech_started->silence {silence_text}"
     )
 
