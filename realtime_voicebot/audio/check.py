@@ -38,9 +38,11 @@ from realtime_voicebot.config import EchoMode
 PROBE_DBFS = -20.0
 """The probe's RMS level: the level replies play at."""
 PROBE_S = 0.5
-LEAD_S = 0.3
-"""Silence before the probe: the microphone's own level is measured there."""
-TAIL_S = 0.7
+LEAD_S = 1.0
+"""Silence before the probe: the streams settle (on some hosts the capture side of a
+duplex stream starts late), then the microphone's own level is measured in `NOISE_S`."""
+NOISE_S = 0.3
+TAIL_S = 1.0
 """Silence after the probe: the longest round trip looked for."""
 NEGLIGIBLE_COUPLING_DB = -45.0
 """An echo this far below the reply is under any speech detector's threshold: ``off``."""
@@ -127,9 +129,11 @@ def analyse(probe: Int16Array, recording: Int16Array, rate: int) -> DeviceCheck:
     lead = round(LEAD_S * rate)
     sound = probe[lead : lead + round(PROBE_S * rate)].astype(np.float64)
     mic = recording.astype(np.float64)
-    noise = mic[: max(1, lead - round(0.02 * rate))]  # the probe cannot have arrived yet
+    noise_end = max(1, lead - round(0.02 * rate))  # the probe cannot have arrived yet
+    noise_start = max(0, noise_end - round(NOISE_S * rate))
+    noise = mic[noise_start:noise_end]
     noise_power = float(np.mean(noise**2))
-    noise_dbfs = rms_dbfs(recording[: noise.shape[0]])
+    noise_dbfs = rms_dbfs(recording[noise_start:noise_end])
     peak_dbfs = _frame_peak_dbfs(recording, rate)
     # Cross-correlation by FFT: lag 0 = the probe's first sample recorded at once.
     search = mic[lead:]
