@@ -99,7 +99,7 @@ class EchoTracker:
         reference: PlaybackTap,
         *,
         sample_rate: int = API_SAMPLE_RATE,
-        clock_smoothing: float = 0.02,
+        observe_blocks: int = 50,
         tolerance_frames: int = 1,
         path: EchoPathEstimator | None = None,
     ) -> None:
@@ -107,11 +107,11 @@ class EchoTracker:
         self.path = path or EchoPathEstimator()
         self.tolerance_frames = tolerance_frames
         """The prediction is the loudest played frame within this many frames of the delay."""
-        self.clock_smoothing = clock_smoothing
         self._reference_levels = FrameLevels(max(1, reference.sample_rate * FRAME_MS // 1000))
         self._reference_position = reference.total_samples
         self._mic_levels = FrameLevels(max(1, sample_rate * FRAME_MS // 1000))
-        self._offset: float | None = None
+        self._observed: deque[int] = deque(maxlen=observe_blocks)
+        """Lead of the tap over the microphone (frames) at the latest blocks."""
 
     def observe(self, mic_block_pcm16: bytes, *, learn: bool = True) -> EchoFrames:
         """The frames this block completes and their predicted echo; with `learn`, the
@@ -133,16 +133,16 @@ class EchoTracker:
     def _clocks(self, frames: int) -> IntArray:
         """The reference frame playing when each new microphone frame was read.
 
-        The two streams run at the same pace but reach the loop in bursts; the offset between
-        their frame counts is smoothed so one late block does not shift the alignment.
+        The two streams run at the same pace but reach the loop in bursts (the loop reads a
+        few queued microphone blocks at once; an output stream fills its buffers ahead at
+        start): the lead of the tap over the microphone is the median of the last second's
+        observations, which a burst of a few blocks does not move. Never in the future.
         """
         end = self._mic_levels.frames
-        observed = float(self.path.reference_frames - end)
-        if self._offset is None:
-            self._offset = observed
-        else:
-            self._offset += self.clock_smoothing * (observed - self._offset)
-        return np.arange(end - frames, end, dtype=np.int64) + round(self._offset)
+        self._observed.append(self.path.reference_frames - end)
+        offset = float(np.median(np.fromiter(self._observed, dtype=np.float64)))
+        clocks = np.arange(end - frames, end, dtype=np.int64) + round(offset)
+        return np.minimum(clocks, self.path.reference_frames - 1)
 
 
 class EchoGate:
@@ -192,7 +192,6 @@ class EchoGate:
         hysteresis_db: float = 2.0,
         echo_floor_dbfs: float = -70.0,
         learn_after_open_ms: float = 1000.0,
-        clock_smoothing: float = 0.02,
         sample_rate: int = API_SAMPLE_RATE,
         path: EchoPathEstimator | None = None,
     ) -> None:
@@ -207,9 +206,7 @@ class EchoGate:
         self.hysteresis_db = hysteresis_db
         self.echo_floor_dbfs = echo_floor_dbfs
         self.sample_rate = sample_rate
-        self.tracker = EchoTracker(
-            reference, sample_rate=sample_rate, clock_smoothing=clock_smoothing, path=path
-        )
+        self.tracker = EchoTracker(reference, sample_rate=sample_rate, path=path)
         self.path = self.tracker.path
         self.learn_after_open_ms = learn_after_open_ms
         self._open_ms = 0.0
@@ -335,7 +332,7 @@ class AcousticEchoCanceller:
     echo path on the raw microphone as the gate does, and an output frame more than
     `residual_margin_db` (10 dB) below the echo predicted for it while the bot plays can only
     be residual echo: it is replaced by silence. A user talking over the reply is far above
-    that line (in-spec users are above the echo itself). See also `_feed_reference`.
+    that line (in-spec users are above the echo itself).
     """
 
     mode: EchoMode = "aec"
@@ -347,7 +344,6 @@ class AcousticEchoCanceller:
         stream_delay_ms: int = 0,
         noise_suppression: bool = True,
         residual_margin_db: float = 10.0,
-        clock_smoothing: float = 0.02,
         sample_rate: int = API_SAMPLE_RATE,
     ) -> None:
         rtc = _import_livekit_rtc()
@@ -372,12 +368,6 @@ class AcousticEchoCanceller:
         self.sample_rate = sample_rate
         self.frame_samples = sample_rate // 100
         self._reference_position = reference.total_samples
-        self._reference_unfed = np.zeros(0, dtype=np.int16)
-        """Played samples (device rate) read from the tap and not yet fed to the APM."""
-        self._fed_position = reference.total_samples
-        self._mic_samples = 0
-        self._lead: float | None = None
-        self.clock_smoothing = clock_smoothing
         self._reference_resampler = StreamResampler(reference.sample_rate, sample_rate)
         self._reference_pending = np.zeros(0, dtype=np.int16)
         self._mic_pending = np.zeros(0, dtype=np.int16)
@@ -398,7 +388,6 @@ class AcousticEchoCanceller:
     def process(self, mic_block_pcm16: bytes) -> bytes:
         self.blocks += 1
         echo = self.tracker.observe(mic_block_pcm16)
-        self._mic_samples += len(mic_block_pcm16) // 2
         self._feed_reference()
         mic = np.concatenate([self._mic_pending, np.frombuffer(mic_block_pcm16, dtype=np.int16)])
         whole = mic.shape[0] - mic.shape[0] % self.frame_samples
@@ -428,31 +417,7 @@ class AcousticEchoCanceller:
             self.frames_suppressed += int(residual.sum())
 
     def _feed_reference(self) -> None:
-        """Feed the APM the played samples up to where the microphone is, on average.
-
-        The loop reads microphone blocks in bursts (a busy moment, such as the start of a
-        reply, queues a few), while the tap runs on: feeding everything played so far would
-        shift the apparent echo delay by the queueing time, and the canceller leaks while it
-        re-converges. So the far end is fed up to the microphone's position plus the smoothed
-        lead of the tap over it, which stays put while blocks queue.
-        """
         played, self._reference_position = self.reference.read_since(self._reference_position)
-        if played.shape[0]:
-            self._reference_unfed = np.concatenate([self._reference_unfed, played])
-        ratio = self.reference.sample_rate / self.sample_rate
-        lead = self._reference_position - self._mic_samples * ratio
-        self._lead = (
-            lead if self._lead is None else self._lead + self.clock_smoothing * (lead - self._lead)
-        )
-        target = round(self._mic_samples * ratio + self._lead)
-        count = min(max(0, target - self._fed_position), self._reference_unfed.shape[0])
-        excess = self._reference_unfed.shape[0] - count - self.reference.sample_rate  # 1 s
-        count += max(0, excess)  # never fall more than a second behind the tap
-        played, self._reference_unfed = (
-            self._reference_unfed[:count],
-            self._reference_unfed[count:],
-        )
-        self._fed_position += count
         resampled = self._reference_resampler.process(played)
         reference = np.concatenate([self._reference_pending, resampled])
         whole = reference.shape[0] - reference.shape[0] % self.frame_samples
