@@ -81,10 +81,10 @@ async def run_step(url: str, tmp: Path, sessions: int, measure_s: float) -> Step
             users.append(asyncio.create_task(_talk(mic, n * TURN_S / sessions, n)))
         await asyncio.sleep(WARMUP_S)  # connections and session set-up are not the steady state
         start = time.monotonic()
-        replies_before = sum(bot.completed_replies for bot in bots)
+        replies_before = sum(bot.core.stats.completed_replies for bot in bots)
         await asyncio.sleep(measure_s)  # the measurement itself
         end = time.monotonic()
-        replies = sum(bot.completed_replies for bot in bots) - replies_before
+        replies = sum(bot.core.stats.completed_replies for bot in bots) - replies_before
     finally:
         await probe.stop()
         for user in users:

@@ -1,9 +1,15 @@
 """CPU seconds per minute of conversation on the virtual rig: `voicebot run` vs the baseline.
 
-Each bot runs as a subprocess on the rig's default devices (microphone `vmic.monitor`,
-speaker `vspk`) against a fake Realtime server in this process, and is measured from
-`/proc/<pid>/stat` (user + system time of all its threads, 10 ms ticks) over one window per
-mode:
+Four bots run as subprocesses on the rig's default devices (microphone `vmic.monitor`,
+speaker `vspk`) against a fake Realtime server in this process: the project as it runs by
+default (one callback for microphone and speaker, `DuplexAudio`, output-driven on ALSA, and
+40 ms microphone blocks), the same with two streams (`--audio-streams separate`), the project
+as it ran before (two streams, 20 ms microphone blocks), and the baseline: the first pair
+isolates one callback against two streams, the second pair the microphone block size. They
+run in turn, in `ROUNDS` rounds (the order rotates), so that the load other processes put on
+the machine falls on all of them alike. Each is measured from
+`/proc/<pid>/task/*/schedstat` (nanoseconds on a CPU of all its threads) over `WINDOWS`
+consecutive windows per mode; a figure is the median over every window of every round:
 
 - LISTENING: the microphone streams room noise (-60 dBFS, under the VAD threshold) and no
   reply plays: the idle cost of an open conversation.
@@ -15,16 +21,21 @@ mode:
 The project runs with its defaults (echo gate on, plain output as stdout is not a terminal),
 so the figure is what a headless `voicebot run` costs. The target is under 1% of one core:
 0.6 CPU-seconds per minute.
+
+The first figure is the floor under any bot: PortAudio streams at 20 ms blocks whose
+callbacks do nothing, measured alone before the bots, the same way (median of windows).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,6 +64,21 @@ from realtime_voicebot.transport.events import ServerEventType
 
 SPEED = 2.0
 """The fake server streams replies at twice real time (as in bench/barge_in.py)."""
+ROUNDS = 2
+WINDOWS = 4
+WINDOW_S = 5.0
+BOTS: dict[str, tuple[str, ...]] = {
+    "one callback": (),
+    "two streams": ("--audio-streams", "separate"),
+    "two streams, 20 ms mic blocks (before)": (
+        "--audio-streams",
+        "separate",
+        "--mic-block-ms",
+        "20",
+    ),
+    "baseline": (),
+}
+"""The bots measured: the project's settings for each (the baseline takes none)."""
 MS_PER_CHAR = 65.0
 NOISE_DBFS = -60.0
 TARGET_CPU_S_PER_MIN = 0.6
@@ -77,11 +103,41 @@ def room_noise(seconds: float, seed: int = 7) -> np.ndarray[Any, Any]:
     return np.clip(rng.normal(0.0, level, round(seconds * RATE)), -32768, 32767).astype(np.int16)
 
 
-async def measure(bot: BotProcess, seconds: float) -> Window:
-    """The bot's CPU time over the next `seconds` of wall time (the window is the point)."""
-    cpu0, wall0 = bot.cpu_seconds(), time.monotonic()
-    await asyncio.sleep(seconds)
-    return Window(bot.cpu_seconds() - cpu0, time.monotonic() - wall0)
+def thread_cpu_ns(pid: int) -> dict[str, int]:
+    """Nanoseconds each thread of a process has run on a CPU (`/proc/<pid>/task/*/schedstat`:
+    exact, where `/proc/<pid>/stat` counts 10 ms ticks)."""
+    times = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):  # the thread just ended
+            times[task.name] = int((task / "schedstat").read_text().split()[0])
+    return times
+
+
+def cpu_between(before: dict[str, int], after: dict[str, int]) -> float:
+    """CPU seconds between two `thread_cpu_ns` readings (a thread that ended in between
+    loses its share of the window; the bots' threads live as long as they do)."""
+    return sum(ns - before.get(tid, 0) for tid, ns in after.items()) / 1e9
+
+
+async def measure(bot: BotProcess, seconds: float, windows: int) -> list[Window]:
+    """The bot's CPU time over the next `windows` consecutive windows of `seconds` each
+    (the windows are the point)."""
+    result = []
+    bot.check_alive()
+    cpu0, wall0 = thread_cpu_ns(bot.pid), time.monotonic()
+    for _ in range(windows):
+        await asyncio.sleep(seconds)
+        bot.check_alive()
+        cpu1, wall1 = thread_cpu_ns(bot.pid), time.monotonic()
+        result.append(Window(cpu_between(cpu0, cpu1), wall1 - wall0))
+        cpu0, wall0 = cpu1, wall1
+    return result
+
+
+def median_window(windows: list[Window]) -> Window:
+    """The window of median CPU per wall time (the lower middle one for an even count)."""
+    ranked = sorted(windows, key=lambda w: w.per_minute)
+    return ranked[(len(ranked) - 1) // 2]
 
 
 def reply_text(seconds: float) -> str:
@@ -90,17 +146,29 @@ def reply_text(seconds: float) -> str:
     return (sentence * (chars // len(sentence) + 1))[:chars]
 
 
-async def run_bot(name: str, window_s: float, monitor: Monitor) -> tuple[Window, Window, float]:
-    """The bot's listening and speaking windows, and the share of the speaking window during
-    which the reply was audible on the monitor."""
+@dataclass
+class BotRun:
+    """One bot's windows over the rounds."""
+
+    listening: list[Window]
+    speaking: list[Window]
+    audible: list[float]
+
+
+async def run_bot(name: str, windows: int, monitor: Monitor, run: BotRun) -> None:
+    """Measure one bot: `windows` listening windows, then as many speaking windows while a
+    long reply plays; adds them to `run`."""
+    window_s = WINDOW_S * windows
     reply = reply_text(window_s + 3.0)
     config = FakeServerConfig(
         speed=SPEED, ms_per_char=MS_PER_CHAR, scenario=Scenario(replies=[reply])
     )
     async with FakeRealtimeServer(config) as server:
-        work = workdir(f"bench-cpu-{name}-")
+        work = workdir(f"bench-cpu-{name.replace(' ', '-')}-")
         command = (
-            project_command(server.url, work) if name == "project" else baseline_command(server.url)
+            baseline_command(server.url)
+            if name == "baseline"
+            else project_command(server.url, work, *BOTS[name])
         )
         bot = BotProcess(name, command, work)
         try:
@@ -110,9 +178,10 @@ async def run_bot(name: str, window_s: float, monitor: Monitor) -> tuple[Window,
 
             play_into_mic(room_noise(window_s + 1.0))
             received = session.input_samples
-            listening = await measure(bot, window_s)
+            listening = await measure(bot, WINDOW_S, windows)
             heard = (session.input_samples - received) / RATE
-            if heard < 0.8 * listening.wall_s:
+            listened = sum(w.wall_s for w in listening)
+            if heard < 0.8 * listened:
                 raise BenchError(f"{name} streamed {heard:.1f} s of microphone audio only")
             if stamps.first(ServerEventType.SPEECH_STARTED.value, 0.0) is not None:
                 raise BenchError("the room noise was taken for speech")
@@ -123,7 +192,7 @@ async def run_bot(name: str, window_s: float, monitor: Monitor) -> tuple[Window,
             await wait_sent(server, stamps, ServerEventType.AUDIO_DELTA.value, spoke, 15)
             await asyncio.to_thread(monitor.wait_onset, since, 15 + window_s)
             start = monitor.position
-            speaking = await measure(bot, window_s)
+            speaking = await measure(bot, WINDOW_S, windows)
             audible = audible_fraction(monitor, start, monitor.position)
             if audible < 0.5:
                 raise BenchError(f"{name}: the reply was audible for {audible:.0%} of the window")
@@ -131,7 +200,9 @@ async def run_bot(name: str, window_s: float, monitor: Monitor) -> tuple[Window,
         finally:
             await bot.stop()
     bot.remove_workdir()
-    return listening, speaking, audible
+    run.listening.extend(listening)
+    run.speaking.extend(speaking)
+    run.audible.append(audible)
 
 
 def audible_fraction(monitor: Monitor, start: int, end: int) -> float:
@@ -145,86 +216,130 @@ def audible_fraction(monitor: Monitor, start: int, end: int) -> float:
 
 STREAMS_ONLY = """
 import json, os, sys, time
-import numpy as np
+from pathlib import Path
 import sounddevice as sd
-mode, seconds = sys.argv[1], float(sys.argv[2])
-streams = [sd.RawInputStream(samplerate=24000, channels=1, dtype="int16", blocksize=480,
-                             callback=lambda *args: None)]
-if mode == "in+out":
-    def fill(outdata, frames, time_info, status):
-        outdata.fill(0)
-    streams.append(sd.OutputStream(samplerate=24000, channels=1, dtype="int16", blocksize=480,
-                                   latency="low", callback=fill))
+def cpu_ns():
+    total = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+mode, seconds, windows = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+options = dict(samplerate=24000, dtype="int16", blocksize=480, latency="low")
+silence = bytes(960)
+def play(outdata, frames, time_info, status):
+    outdata[:] = silence
+if mode == "in":
+    streams = [sd.RawInputStream(channels=1, callback=lambda *args: None, **options)]
+elif mode == "in+out":
+    streams = [sd.RawInputStream(channels=1, callback=lambda *args: None, **options),
+               sd.RawOutputStream(channels=1, callback=play, **options)]
+elif mode == "output-driven":
+    mic = sd.RawInputStream(channels=1, **options)
+    def play_and_drain(outdata, frames, time_info, status):
+        outdata[:] = silence
+        available = mic.read_available
+        if available >= 480:
+            mic.read(available - available % 480)
+    streams = [mic, sd.RawOutputStream(channels=1, callback=play_and_drain, **options)]
+else:  # full-duplex
+    def duplex(indata, outdata, frames, time_info, status):
+        outdata[:] = silence
+    streams = [sd.RawStream(channels=(1, 1), callback=duplex, **options)]
 for stream in streams:
     stream.start()
 time.sleep(1.0)
-before, wall = os.times(), time.monotonic()
-time.sleep(seconds)
-after = os.times()
-cpu = after.user - before.user + after.system - before.system
-print(json.dumps({"cpu_s": cpu, "wall_s": time.monotonic() - wall}))
+results = []
+for _ in range(windows):
+    before, wall = cpu_ns(), time.monotonic()
+    time.sleep(seconds)
+    results.append({"cpu_s": (cpu_ns() - before) / 1e9, "wall_s": time.monotonic() - wall})
+print(json.dumps(results))
 """
-"""The floor under any bot on this machine: PortAudio streams at 20 ms blocks that do nothing
-(`in`: the microphone alone, like the baseline while listening; `in+out`: microphone and
-speaker, like the project, whose speaker stream stays open), measured by the process itself."""
+"""The floor under any bot on this machine: PortAudio streams at 20 ms blocks whose callbacks
+do nothing, measured by the process itself. `in`: a microphone callback stream (the baseline
+while listening); `in+out`: microphone and speaker callback streams (the project with two
+streams); `output-driven`: one speaker callback that also drains a blocking-mode microphone
+stream (the project's one callback on ALSA); `full-duplex`: one PortAudio duplex stream
+(`sounddevice.RawStream`), which PortAudio's ALSA host API runs through the PulseAudio plugin
+by busy-polling."""
+
+FLOOR_MODES = ("in", "in+out", "output-driven", "full-duplex")
 
 
-def start_streams_only(mode: str, seconds: float) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", STREAMS_ONLY, mode, str(seconds)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+def streams_only(mode: str, seconds: float, windows: int) -> list[Window]:
+    proc = subprocess.run(
+        [sys.executable, "-c", STREAMS_ONLY, mode, str(seconds), str(windows)],
+        capture_output=True,
         text=True,
+        timeout=60 + seconds * windows,
+        check=False,
     )
-
-
-def streams_only_result(proc: subprocess.Popen[str]) -> Window:
-    out, _ = proc.communicate(timeout=60)
-    if proc.returncode != 0 or not out.strip():
-        raise BenchError(f"the streams-only probe failed with {proc.returncode}")
-    data = json.loads(out.strip().splitlines()[-1])
-    return Window(float(data["cpu_s"]), float(data["wall_s"]))
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise BenchError(f"the {mode} streams-only probe failed with {proc.returncode}")
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    return [Window(float(row["cpu_s"]), float(row["wall_s"])) for row in rows]
 
 
 def shown(window: Window) -> str:
     return f"{window.per_minute:.2f} CPU-s/min ({window.per_minute / 60 * 100:.2f}% of one core)"
 
 
+def percent(windows: list[Window]) -> str:
+    return f"{median_window(windows).per_minute / 60 * 100:.2f}%"
+
+
 def figures(quick: bool) -> list[Figure]:
     require_rig()
-    window_s = 8.0 if quick else 20.0
-    # The floor probes run alongside the project's start-up and listening window: they only
-    # open streams, so they cost the bot little, and they add no wall time to the bench.
-    probes = [start_streams_only(mode, window_s) for mode in ("in+out", "in")]
+    rounds, windows = (1, 2) if quick else (ROUNDS, WINDOWS)
+    floors = {mode: streams_only(mode, WINDOW_S, windows) for mode in FLOOR_MODES}
+    runs = {name: BotRun([], [], []) for name in BOTS}
+    names = list(BOTS)
     with Monitor("vspk.monitor") as monitor:
         monitor.wait_samples(RATE // 10, 10, "recording")
-        project = asyncio.run(run_bot("project", window_s, monitor))
-        baseline = asyncio.run(run_bot("baseline", window_s, monitor))
-    floor_in_out, floor_in = (streams_only_result(probe) for probe in probes)
+        for round_index in range(rounds):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                asyncio.run(run_bot(name, windows, monitor, runs[name]))
     target = f"< {TARGET_CPU_S_PER_MIN} CPU-s/min (1% of one core)"
+    count = f"median of {rounds * windows} windows of {WINDOW_S:g} s over {rounds} rounds"
+
+    def project(mode: str) -> str:
+        default, *others = (name for name in BOTS if name != "baseline")
+        return f"{default} {shown(median_window(getattr(runs[default], mode)))}; " + "; ".join(
+            f"{name} {percent(getattr(runs[name], mode))}" for name in others
+        )
+
+    audible = ", ".join(f"{min(run.audible):.0%}" for run in runs.values())
     return [
         Figure(
             "CPU of idle PortAudio streams alone (20 ms blocks, no work)",
-            "in+out " + shown(floor_in_out),
-            baseline="in " + shown(floor_in),
+            f"one callback (output-driven) {shown(median_window(floors['output-driven']))}; "
+            f"in+out {percent(floors['in+out'])}; "
+            f"full-duplex RawStream {percent(floors['full-duplex'])}",
+            baseline="in " + shown(median_window(floors["in"])),
             target=target,
-            note="the floor on this machine's ALSA -> PulseAudio path: the project keeps a "
-            "microphone and a speaker stream open, the baseline a microphone while listening",
+            note="the floor on this machine's ALSA -> PulseAudio path, each alone, median of "
+            f"{windows} windows of {WINDOW_S:g} s: the project serves microphone and speaker "
+            "from one callback (two streams as the fallback), the baseline keeps a "
+            "microphone stream while listening; PortAudio's full-duplex stream busy-polls here",
         ),
         Figure(
             "CPU while listening (mic streaming room noise)",
-            shown(project[0]),
-            baseline=shown(baseline[0]),
+            project("listening"),
+            baseline=shown(median_window(runs["baseline"].listening)),
             target=target,
-            note=f"{window_s:g} s window, /proc/<pid>/stat utime+stime",
+            note=f"{count}, CPU time of all threads from /proc/<pid>/task/*/schedstat",
         ),
         Figure(
             "CPU while speaking (a long reply playing)",
-            shown(project[1]),
-            baseline=shown(baseline[1]),
+            project("speaking"),
+            baseline=shown(median_window(runs["baseline"].speaking)),
             target=target,
-            note=f"{window_s:g} s window from the first sound, reply audible "
-            f"{project[2]:.0%} / {baseline[2]:.0%} of it; server at {SPEED:g}x real time",
+            note=f"{count} from the first sound; reply audible at least {audible} of it "
+            f"({', '.join(BOTS)}); server at {SPEED:g}x real time",
         ),
     ]
 

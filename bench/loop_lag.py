@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import wave
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -101,13 +101,12 @@ def stall(stamps: list[float], start: float, end: float) -> Stall:
     )
 
 
-async def poll(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Wait until `predicate()` holds, checking every 20 ms; TimeoutError names `what`."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+async def within(waiting: Awaitable[object], what: str) -> None:
+    """Await an event-driven wait (it has its own timeout); its TimeoutError names `what`."""
+    try:
+        await waiting
+    except TimeoutError:
+        raise TimeoutError(f"timed out waiting for {what}") from None
 
 
 def responses_done(session: FakeSession, count: int) -> bool:
@@ -136,7 +135,7 @@ async def run_project(tmp: Path) -> ProjectResult:
             server.url,
             tmp,
             summarizer="openai",
-            openai_base_url=chat.base_url,
+            summary_base_url=chat.base_url,
             summary_threshold=THRESHOLD_TOKENS,
             summary_keep_items=2,
             summary_timeout_s=CHAT_DELAY_S + 10,
@@ -150,9 +149,12 @@ async def run_project(tmp: Path) -> ProjectResult:
         while not chat.request_times and turns < MAX_TURNS:
             mic.say(1.0, seed=turns)
             turns += 1
-            await poll(functools.partial(responses_done, session, turns), 20, f"reply {turns}")
-            await poll(lambda: not player.is_audible, 20, "the reply to finish playing")
-        await poll(lambda: bool(view.compactions_at), CHAT_DELAY_S + 15, "the compaction")
+            done = functools.partial(responses_done, session, turns)
+            await within(server.wait_for(done, 20), f"reply {turns}")
+            reply_id = [i for i in session.items if i.role == "assistant"][-1].id
+            await within(asyncio.wait_for(player.wait_finished(reply_id), 20), "the reply played")
+        compacted = bot.until(lambda: bool(view.compactions_at), CHAT_DELAY_S + 15)
+        await within(compacted, "the compaction")
         await asyncio.sleep(AFTER_S)  # measure: keep streaming after the summary is back
         bot.stop()
         async with asyncio.timeout(20):
@@ -273,10 +275,8 @@ async def run_baseline(tmp: Path) -> BaselineResult:
                 if code != 0:
                     raise RuntimeError(f"paplay failed: {out}")
                 turns += 1
-                await _or_exit(
-                    process,
-                    poll(functools.partial(responses_done, session, turns), 20, f"reply {turns}"),
-                )
+                done = functools.partial(responses_done, session, turns)
+                await _or_exit(process, within(server.wait_for(done, 20), f"reply {turns}"))
             if not chat.request_times:
                 raise RuntimeError(f"the baseline did not summarize after {turns} turns")
             # Measure: the summary takes CHAT_DELAY_S, then streaming resumes (or not).

@@ -75,7 +75,7 @@ async def run(turns: int) -> MemoryRun:
                     # turn before that one, so `completed_replies` moves in step.
                     await lines.put(f"Box {sent} is blue.")
                     sent += 1
-                    done = bot.completed_replies
+                    done = bot.core.stats.completed_replies
                     if done >= next_sample:
                         series.append((done, _sample()))
                         next_sample += STEP
@@ -98,7 +98,7 @@ async def run(turns: int) -> MemoryRun:
         warmup_rss_mb=series[0][1],
         final_rss_mb=series[-1][1],
         series=series,
-        compactions=int(bot.metrics.counters.get("compactions", 0)),
+        compactions=bot.core.compactor.stats.compactions,
         errors=len(view.errors),
     )
 

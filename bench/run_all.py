@@ -31,8 +31,11 @@ BENCHES = [
     "loop_lag",
     "two_hour",
     "memory",
+    "turn_taking",
     "concurrent_sessions",
     "soak",
+    "summary_facts",
+    "fuzz",
 ]
 RIG_BENCHES = frozenset({"barge_in", "cpu", "echo_matrix"})
 """Benchmarks that play into / record the PulseAudio rig (`scripts/audio-rig.sh start`)."""

@@ -223,6 +223,7 @@ async def run_soak(
                 summary_keep_items=2,
                 summary_timeout_s=SUMMARY_TIMEOUT_S,
                 transcript_wait_s=0.5,
+                summarizer="auto",  # the shell's summarizer (the flaky double), not the session's
             )
             lines: asyncio.Queue[str | None] = asyncio.Queue()
             view = SoakView()
@@ -264,23 +265,21 @@ async def run_soak(
     user_texts = Counter(
         str(r.get("text")) for r in records if r.get("type") == "turn" and r.get("role") == "user"
     )
-    assert bot.client is not None and bot.runner is not None
+    assert bot.client is not None
     stats = bot.client.stats
     recoveries = {
         "reconnects": stats.reconnects,
         "expiries_recovered": stats.expiries,
         "rollovers": stats.rollovers,
-        "compactions": bot.runner.metrics.compactions,
-        "compaction_fallbacks": bot.runner.metrics.fallbacks,
-        "compactions_abandoned": bot.runner.metrics.abandoned,
+        "compactions": bot.core.compactor.stats.compactions,
+        "compaction_fallbacks": bot.core.compactor.stats.fallbacks,
+        "compactions_abandoned": bot.core.compactor.stats.abandoned,
         "malformed_frames_dropped": bot.client.parser.stats.malformed_json,
         "replies": view.replies,
     }
     lost_sends = {
-        "sends_skipped_offline": bot.metrics.counters.get("sends_skipped_offline", 0),
-        "outbox_discarded_on_new_session": bot.metrics.counters.get(
-            "outbox_discarded_on_new_session", 0
-        ),
+        "outbox_discarded_on_new_session": stats.outbox_discarded_on_new_session,
+        "outbox_dropped": stats.outbox_dropped,
     }
     return SoakResult(
         faults=counts,

@@ -1,80 +1,77 @@
-"""The voice bot: builds every piece from `Settings` and runs one conversation.
+"""The voice bot: builds the parts from `Settings` and moves data between them.
 
-This is the only module that knows all the others. Data flows
+    microphone -> echo -> RealtimeClient (outbox, one writer) -> server
+    server -> RealtimeClient -> SessionCore -> actions -> client outbox, player, tools,
+                                                          summaries, timers, view, transcript
 
-    audio input -> echo -> RealtimeClient.send_audio -> server
-    server -> RealtimeClient -> Dispatcher -> ConversationState (mirror, barge-in, re-seed)
-                                           -> AudioOutput (play, flush)
-                                           -> CompactionRunner, ToolCallHandler (tasks)
-                                           -> ConversationView, Metrics, transcript file
-
-Handlers are synchronous and never block: what they want sent goes into one bounded outbox
-drained by a sender task; slow work (summaries, tools, file writes) runs elsewhere.
+`SessionCore` decides everything (barge-in, typed lines, tool calls, compaction, rollover);
+this module performs what it returns, feeds it what happens, and owns the lifecycle: start,
+the exit conditions, audio device failures, shutdown and the session summary. Nothing slow
+runs on the event loop's path: tools and summaries are tasks, the transcript a writer thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import signal
-import sys
-import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from pydantic import SecretStr
 
-from realtime_voicebot.config import Settings
-from realtime_voicebot.handlers.compaction import CompactionRunner
-from realtime_voicebot.handlers.dispatcher import BackgroundTasks, Dispatcher
-from realtime_voicebot.handlers.tool_calls import ToolCallHandler
-from realtime_voicebot.metrics import (
-    BARGE_IN_FLUSH,
-    BARGE_IN_TO_SILENCE,
-    FIRST_DELTA_TO_FIRST_SAMPLE,
-    SPEECH_END_TO_FIRST_DELTA,
-    Metrics,
-    Prices,
-)
-from realtime_voicebot.state.conversation import ConversationState
-from realtime_voicebot.state.policy import CompactionPolicy
+from realtime_voicebot.audio_io import AudioIO
+from realtime_voicebot.background import Background, ChangeSignal
+from realtime_voicebot.config import Settings, dialect_problems
+from realtime_voicebot.core import CoreConfig, SessionCore
+from realtime_voicebot.core import actions as a
+from realtime_voicebot.errors import FatalConnectionError, UserError
+from realtime_voicebot.files import write_private_text
+from realtime_voicebot.inputs import TYPED_LINES_LIMIT, Keyboard, stdin_is_terminal, stdin_lines
+from realtime_voicebot.metrics import LatencyTracker, Metrics, Prices
 from realtime_voicebot.summarization import build_summarizer
-from realtime_voicebot.tools.builtin import build_registry
-from realtime_voicebot.transcript import TranscriptWriter, default_transcript_path, load_transcript
+from realtime_voicebot.summarization.runner import SummaryRunner
+from realtime_voicebot.tool_display import ToolDisplay
+from realtime_voicebot.toolbox import Toolbox
+from realtime_voicebot.tools import Tool, ToolRunner
+from realtime_voicebot.transcript import (
+    TranscriptError,
+    TranscriptWriter,
+    default_transcript_path,
+    load_transcript,
+)
 from realtime_voicebot.transport import events as ev
 from realtime_voicebot.transport.client import (
-    ConnectionState,
-    FatalConnectionError,
+    ConnectionChanged,
     RealtimeClient,
-    SessionInfo,
+    SessionStarted,
+    TransportEvent,
 )
 from realtime_voicebot.transport.endpoint import build_endpoint
-from realtime_voicebot.transport.events import JSON, ErrorCode, ServerEvent, ServerEventType
 from realtime_voicebot.ui import ConversationView
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
     from realtime_voicebot.audio.input import AudioInput
     from realtime_voicebot.audio.output import AudioOutput
-    from realtime_voicebot.fake.server import FakeRealtimeServer, FakeServerConfig
+    from realtime_voicebot.fake.config import FakeServerConfig
+    from realtime_voicebot.fake.server import FakeRealtimeServer
     from realtime_voicebot.summarization.base import Summarizer
+    from realtime_voicebot.telemetry import Telemetry
+    from realtime_voicebot.tools.mcp import McpToolsChanged
+
+__all__ = ["RunOptions", "UserError", "VoiceBot"]
 
 log = structlog.get_logger(component="app")
-_S = ServerEventType
-OUTBOX_LIMIT = 4096
 QUIET_AFTER_INPUT_S = 1.5
-LEVEL_INTERVAL_S = 0.1
-"""How often the microphone level is passed to the view."""
-EXPECTED_ERRORS = frozenset({ErrorCode.RESPONSE_CANCEL_NOT_ACTIVE, ErrorCode.SESSION_EXPIRED})
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line, no traceback."""
+OTEL_MISSING = "telemetry otlp needs OpenTelemetry: pip install 'realtime_voicebot[otel]'"
 
 
 @dataclass
@@ -95,7 +92,10 @@ class RunOptions:
     input_pace: float = 1.0
     """Speed of a WAV input file against real time (1.0 = as spoken)."""
     output_pace: float = 1.0
-    extra_tools: list[Any] = field(default_factory=list)
+    extra_tools: list[Tool] = field(default_factory=list)
+    keyboard: bool = False
+    """Read raw keys from the terminal into the live console's input line (instead of
+    lines from stdin): nothing typed tears the display; space is the push-to-talk key."""
 
 
 class VoiceBot:
@@ -110,44 +110,65 @@ class VoiceBot:
         audio_in: AudioInput | None = None,
         audio_out: AudioOutput | None = None,
         summarizer: Summarizer | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
+        """``tracer_provider`` / ``meter_provider``: the OpenTelemetry providers to use when
+        telemetry is on (default: built from the ``OTEL_*`` environment)."""
         self.settings = settings
         self.options = options
         self.view = view
-        self.dialect: ev.Dialect = settings.dialect
-        self.metrics = Metrics()
-        self.prices = Prices.from_settings(settings)
-        self.sessions_started = 0
-        self.audio_in = audio_in
-        self.audio_out = audio_out
         self._summarizer = summarizer
-        self.state = ConversationState(
-            interrupt_response=settings.interrupt_response, on_record=self._on_record
+        self.metrics = Metrics()
+        self.latency = LatencyTracker(self.metrics, view.latency)
+        self.prices = Prices.from_settings(settings)
+        self.audio = AudioIO(
+            audio_in,
+            audio_out,
+            self.latency,
+            on_failure=self._device_failed,
+            on_played_out=self._on_played_out,
+            record_path=settings.record_path,
         )
-        self.dispatcher = Dispatcher()
-        self.tasks = BackgroundTasks()
-        self.fake_server: FakeRealtimeServer | None = None
+        self.core = SessionCore(CoreConfig.from_settings(settings), playback=self.audio.playback)
         self.client: RealtimeClient | None = None
+        self.tool_runner: ToolRunner | None = None
+        self.toolbox: Toolbox | None = None
+        self.tool_display = ToolDisplay(view)
+        self.summaries: SummaryRunner | None = None
         self.transcript: TranscriptWriter | None = None
-        self.runner: CompactionRunner | None = None
-        self.tools: ToolCallHandler | None = None
-        self.completed_replies = 0
-        self.user_speaking = False
+        self.fake_server: FakeRealtimeServer | None = None
+        self.changed = ChangeSignal()
+        """Notified after each input the core has handled (exit conditions and tests wait on
+        it)."""
         self.exit_code = 0
-        self._outbox: asyncio.Queue[tuple[int, JSON]] = asyncio.Queue(OUTBOX_LIMIT)
-        """Client events to send, each with the session (`state.sessions`) it was meant for."""
+        self.typing = options.text or options.text_lines is not None or stdin_is_terminal()
+        self.text_only = options.text
+        self.audio.microphone_open = not self.core.config.manual_turns
         self._stop = asyncio.Event()
-        self._activity = asyncio.Event()
-        self._response_idle = asyncio.Event()
-        self._response_idle.set()
-        self._speech_stopped_at: float | None = None
-        self._first_delta_seen: dict[str, None] = {}
-        """Items whose first audio delta came (an ordered set of the latest few only)."""
-        self._first_delta_at: dict[str, float] = {}
-        """Arrival of each item's first audio delta, until its first sample plays."""
+        self._keys: asyncio.Queue[str | None] | None = None
         self._input_done = asyncio.Event()
-        self._device_failure: str | None = None
-        """The one-line message of the audio device that failed mid-run, if one did."""
+        self.background = Background()
+        self._silenced_at: float | None = None
+        self._core_errors = 0
+        self._sessions_started = 0
+        self._subscribers: list[Callable[[a.Action], None]] = []
+        self._otel_providers = (tracer_provider, meter_provider)
+        self.telemetry: Telemetry | None = None
+
+    @property
+    def audio_in(self) -> AudioInput | None:
+        return self.audio.audio_in
+
+    @property
+    def audio_out(self) -> AudioOutput | None:
+        return self.audio.audio_out
+
+    def subscribe(self, callback: Callable[[a.Action], None]) -> None:
+        """Call ``callback`` with every action the core returns, after it is performed
+        (tracing, recording, tests). It must return at once; if it raises, the error is
+        logged and counted and the conversation goes on."""
+        self._subscribers.append(callback)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -156,6 +177,7 @@ class VoiceBot:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, self.stop)
+        keyboard = self._open_keyboard() if self.options.keyboard else None
         try:
             await self._start()
             await self._serve()
@@ -163,6 +185,8 @@ class VoiceBot:
             self.view.error(str(exc))
             self.exit_code = 2
         finally:
+            if keyboard is not None:
+                keyboard.close()
             await self._shutdown()
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
@@ -171,53 +195,68 @@ class VoiceBot:
     def stop(self) -> None:
         self._stop.set()
 
+    def _open_keyboard(self) -> Keyboard:
+        """The live console's input line, from the very start (keys typed early are not
+        echoed by the terminal under the display either)."""
+        self._keys = asyncio.Queue(TYPED_LINES_LIMIT)
+        talk = self.push_to_talk if self.core.config.manual_turns else None
+        keyboard = Keyboard(self._keys.put_nowait, self.view.input_line, talk)
+        keyboard.open()
+        return keyboard
+
+    def push_to_talk(self) -> None:
+        """The push-to-talk key: starts the user's turn, or ends it."""
+        self._feed(self.core.push_to_talk())
+
     async def _start(self) -> None:
         settings = self.settings
+        problems = dialect_problems(settings)  # one line each, before anything starts
+        if problems:
+            for problem in problems[:-1]:
+                self.view.error(problem)
+            raise UserError(problems[-1])
         if self.options.fake_server:
-            settings = await self._start_fake_server(settings)
-        try:
-            endpoint = build_endpoint(settings)
-        except Exception as exc:  # EndpointError: a message for the user
-            raise UserError(str(exc)) from None
-        self.settings = settings
+            from realtime_voicebot.fake.server import serve_for
+
+            self.fake_server, settings = await serve_for(settings, self.options.fake_server_config)
+            self.settings = settings
+            self.view.notice(f"fake Realtime server at {self.fake_server.url}")
+        problems = dialect_problems(settings)
+        if problems:
+            raise UserError("; ".join(problems))
+        endpoint = build_endpoint(settings)
         self._open_transcript()
+        self._open_optional_shells()
         summarizer = self._summarizer or build_summarizer(
             settings, offline=self.options.fake_server
         )
-        self.runner = CompactionRunner(
-            self.state,
-            CompactionPolicy.from_settings(settings),
-            summarizer,
-            self._send_now,
-            dialect=self.dialect,
-            language=settings.summary_language,
-            transcript_wait_s=settings.transcript_wait_s,
-            summary_timeout_s=settings.summary_timeout_s,
-            on_summary=self._on_summary,
-            spawn=self.tasks.spawn,
+        self.summaries = SummaryRunner(summarizer, timeout_s=settings.summary_timeout_s)
+        toolbox = self.toolbox = Toolbox(
+            settings, self.options.extra_tools, on_tools_changed=self._tools_changed
         )
-        registry = build_registry(settings)
-        for tool in self.options.extra_tools:
-            registry.add(tool)
-        self.tools = ToolCallHandler(registry, self._send_now, settings.tool_timeout_s)
-        tool_specs = registry.specs()
-
-        def session_update() -> JSON:
-            return ev.session_update(settings, self.dialect, tools=tool_specs or None)
-
+        for problem in await toolbox.start():  # one line per MCP server that did not start
+            self.view.error(problem)
+        self.tool_runner = toolbox.runner
+        self.tool_display.mcp_servers = toolbox.mcp_server_names()
+        for listing in toolbox.listings():
+            if listing.problem is None:
+                self.view.tools_listed(listing)
+        dialect, flags = settings.dialect, self.core.config.session_turn_flags
         self.client = RealtimeClient(
             settings,
             endpoint,
-            self.dispatcher.dispatch,
-            session_update=session_update,
-            on_session_ready=self._on_session_ready,
-            is_idle=self.is_idle,
-            on_state=self._on_connection_state,
+            self._on_transport,
+            # built at each handshake: the tools on offer now
+            session_update=lambda: ev.session_update(
+                settings, dialect, tools=toolbox.specs(), **flags
+            ),
         )
-        self._register_handlers()
         if self.options.resume is not None:
-            summary, turns = load_transcript(self.options.resume)
-            self.state.restore(summary, [(turn.role, turn.text) for turn in turns])
+            try:
+                summary, turns = load_transcript(self.options.resume)
+            except TranscriptError as exc:
+                raise UserError(str(exc)) from None
+            self.core.restore(summary, turns)
             self.view.notice(f"resuming {self.options.resume} ({len(turns)} turns)")
         await self._open_audio()
 
@@ -225,70 +264,73 @@ class VoiceBot:
         """Build and start the audio devices; without usable ones, fall back to text mode."""
         from realtime_voicebot.audio.build import build_audio
         from realtime_voicebot.audio.devices import AudioUnavailableError
+        from realtime_voicebot.audio.recording import RecordingError
 
+        options, audio = self.options, self.audio
         try:
-            if self.audio_out is None and self.audio_in is None:
-                self.audio_in, self.audio_out = build_audio(
+            if audio.audio_out is None and audio.audio_in is None:
+                audio.audio_in, audio.audio_out = build_audio(
                     self.settings,
-                    text=self.options.text,
-                    input_file=self.options.input_file,
-                    output_file=self.options.output_file,
-                    input_pace=self.options.input_pace,
-                    output_pace=self.options.output_pace,
+                    text=options.text,
+                    input_file=options.input_file,
+                    output_file=options.output_file,
+                    input_pace=options.input_pace,
+                    output_pace=options.output_pace,
                 )
-            if self.audio_out is not None:
-                self.audio_out.on_item_started = self._on_playback_started
-                self.audio_out.on_device_error = self._on_speaker_error
-                await self.audio_out.start()
-            if self.audio_in is not None:
-                await self.audio_in.start()
+            await audio.start()
         except AudioUnavailableError as exc:
-            if self.options.input_file is not None or self.options.output_file is not None:
+            if options.input_file is not None or options.output_file is not None:
                 raise UserError(str(exc)) from None
-            for device in (self.audio_in, self.audio_out):
-                if device is not None:
-                    with contextlib.suppress(Exception):
-                        await device.stop()
-            self.audio_in = self.audio_out = None
-            self.options.text = True
+            await audio.close()
+            self.text_only = self.typing = True
             self.view.notice(f"{exc} -- falling back to text mode: type a line and press Enter")
+        except RecordingError as exc:
+            await audio.close()
+            raise UserError(f"{exc} (or run without --record)") from None
+        if audio.recorder is not None:
+            self.view.notice(f"recording to {audio.recorder.path}")
+        elif self.settings.record_path is not None:
+            self.view.notice("nothing to record without a microphone or a speaker (text mode)")
 
-    async def _start_fake_server(self, settings: Settings) -> Settings:
-        from realtime_voicebot.fake.server import FakeRealtimeServer, FakeServerConfig
-
-        config = self.options.fake_server_config or FakeServerConfig()
-        self.fake_server = FakeRealtimeServer(config)
-        await self.fake_server.start()
-        self.view.notice(f"fake Realtime server at {self.fake_server.url}")
-        key = SecretStr("sk-fake-server")
-        if settings.provider == "azure":
-            http_base = self.fake_server.url.replace("ws://", "http://").removesuffix("/v1")
-            return settings.model_copy(
-                update={"azure_openai_endpoint": http_base, "azure_openai_api_key": key}
+    def _open_optional_shells(self) -> None:
+        """The shells that only a setting brings in, fed by `subscribe` (and the latency
+        samples): `telemetry: otlp`. Off, nothing of them is imported."""
+        if self.settings.telemetry != "off":
+            try:
+                from realtime_voicebot.telemetry import Telemetry
+            except ImportError as exc:  # the [otel] extra is not installed
+                if not (exc.name or "").startswith("opentelemetry"):
+                    raise
+                raise UserError(OTEL_MISSING) from None
+            tracer_provider, meter_provider = self._otel_providers
+            self.telemetry = Telemetry.start(
+                self.settings,
+                self.prices,
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
             )
-        return settings.model_copy(update={"url": self.fake_server.url, "openai_api_key": key})
+            self.subscribe(self.telemetry.on_action)
+            self.latency.add_listener(self.telemetry.on_latency)
 
     def _open_transcript(self) -> None:
-        path = self.settings.transcript_path or default_transcript_path()
-        redact: Callable[[str], str] | None = None
-        if self.settings.redact_transcript:
-            from realtime_voicebot.redact import redact as redact_text
+        from realtime_voicebot.redact import redact
 
-            redact = redact_text
-        self.transcript = TranscriptWriter(path, redact=redact)
+        path = self.settings.transcript_path or default_transcript_path()
+        try:
+            self.transcript = TranscriptWriter(
+                path, redact=redact if self.settings.redact_transcript else None
+            )
+        except OSError as exc:  # a planted link, a folder, no permission
+            raise UserError(f"cannot write the transcript {path}: {exc.strerror or exc}") from None
         log.info("transcript", path=str(path))
 
     async def _serve(self) -> None:
         assert self.client is not None
         client_task = asyncio.create_task(self.client.run(), name="client")
-        workers = [
-            asyncio.create_task(self._drain_outbox(), name="outbox"),
-            asyncio.create_task(self._watch_exit(), name="exit-watch"),
-        ]
-        if self.audio_in is not None:
-            workers.append(asyncio.create_task(self._pump_audio(self.audio_in), name="audio-in"))
-        if self.options.text or self.options.text_lines is not None or _stdin_is_terminal():
-            # Typed lines are text turns in voice mode too: usable without a microphone.
+        workers = [asyncio.create_task(self._watch_exit(), name="exit-watch")]
+        if self.audio.audio_in is not None:
+            workers.append(asyncio.create_task(self._pump_audio(), name="audio-in"))
+        if self.typing:  # typed lines are text turns in voice mode too
             workers.append(asyncio.create_task(self._pump_text(), name="text-in"))
         stop_task = asyncio.create_task(self._stop.wait(), name="stop")
         try:
@@ -307,407 +349,271 @@ class VoiceBot:
                 task.cancel()
             await asyncio.gather(*workers, stop_task, return_exceptions=True)
             await self.client.close()
-            if not client_task.done():
-                client_task.cancel()
+            client_task.cancel()
             await asyncio.gather(client_task, return_exceptions=True)
 
     async def _shutdown(self) -> None:
-        if self.tools is not None:
-            await self.tools.aclose()
-        if self.runner is not None:
-            await self.runner.aclose()
-        await self.tasks.aclose()
-        for device in (self.audio_in, self.audio_out):
-            if device is not None:
-                with contextlib.suppress(Exception):
-                    await device.stop()
-        for record in self.state.flush_records():
-            self._on_record(record)
-        if self.transcript is not None:
-            await self.transcript.aclose()
+        """Every step runs even when one before it failed (the metrics file above all)."""
+        steps = [self.background.aclose()]
+        if self.toolbox is not None:
+            steps.append(self.toolbox.aclose())
+        steps += [self.audio.close(), self._close_transcript()]
         if self.fake_server is not None:
-            await self.fake_server.stop()
-        summary = self._record_final_metrics()
+            steps.append(self.fake_server.stop())
+        for step in steps:
+            try:
+                await step
+            except Exception:  # a bug: logged, and the summary is still written
+                log.exception("shutdown_step_failed")
+        summary = self.summary()
         if self.settings.metrics_file is not None:
             await self._write_metrics_file(self.settings.metrics_file, summary)
-        if self.sessions_started:
+        if self._sessions_started:
             self.view.summary(summary)
         self.view.close()
+        if self.telemetry is not None:  # last: an unreachable collector may take seconds
+            await self.telemetry.aclose()
 
-    # --- handlers ----------------------------------------------------------------------------
-
-    def _register_handlers(self) -> None:
-        d = self.dispatcher
-        d.add(self._apply_to_state)
-        d.add(self._on_speech_started, _S.SPEECH_STARTED)
-        d.add(self._on_speech_stopped, _S.SPEECH_STOPPED, _S.INPUT_COMMITTED)
-        d.add(self._on_user_transcript, _S.INPUT_TRANSCRIPT_COMPLETED, _S.INPUT_TRANSCRIPT_FAILED)
-        d.add(self._on_audio_delta, _S.AUDIO_DELTA)
-        d.add(self._on_audio_done, _S.AUDIO_DONE)
-        d.add(self._on_transcript_delta, _S.AUDIO_TRANSCRIPT_DELTA, _S.TEXT_DELTA)
-        d.add(self._on_response_created, _S.RESPONSE_CREATED)
-        d.add(self._on_response_done, _S.RESPONSE_DONE)
-        d.add(self._on_error, _S.ERROR)
-        assert self.runner is not None and self.tools is not None
-        d.add(self.runner.on_event)
-        d.add(self.tools.on_event)
-
-    def _apply_to_state(self, event: ServerEvent) -> None:
-        self._activity.set()
-        self.send_soon(*self.state.apply(event))
-
-    def _on_speech_started(self, event: ServerEvent) -> None:
-        self.user_speaking = True
-        self.view.status("user speaking")
-        player = self.audio_out
-        if player is None:
-            return
-        started = time.monotonic()
-        item_id = player.playing_item_id or self.state.streaming_item_id
-        played_ms = player.played_ms(item_id) if item_id is not None else 0.0
-        # flush() names the item even while it was still filling its jitter buffer.
-        item_id = player.flush() or item_id
-        if item_id is None:
-            return
-        sends = self.state.interrupt(played_ms, item_id)
-        if sends and self.state.needs_cancel(self.settings.interrupt_response):
-            sends.append(ev.response_cancel())
-        self.send_soon(*sends)
-        if sends:
-            self.metrics.inc("barge_ins")
-            self.metrics.inc("truncations")
-            self._observe(BARGE_IN_FLUSH, time.monotonic() - started)
-            self.tasks.spawn(self._observe_silence(player, started), name="silence-watch")
-            log.info(
-                "barge_in",
-                event_type=event.type.value,
-                item_id=item_id,
-                response_id=self.state.items[item_id].response_id
-                if item_id in self.state.items
-                else None,
-                played_ms=round(played_ms),
-                events=len(sends),
-            )
-
-    async def _observe_silence(self, player: AudioOutput, started: float) -> None:
-        """Metric `barge_in_to_silence`: speech_started handled -> the reply's last sample
-        handed to the device (the end of the flush's fade, stamped in the device callback)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
-                silenced_at = await player.wait_silenced()
-                if silenced_at is not None:
-                    self._observe(BARGE_IN_TO_SILENCE, max(0.0, silenced_at - started))
-
-    def _on_speech_stopped(self, event: ServerEvent) -> None:
-        if event.type is _S.SPEECH_STOPPED:
-            self._speech_stopped_at = time.monotonic()
-        self.user_speaking = False
-        self.view.status("thinking")
-
-    def _on_user_transcript(self, event: ServerEvent) -> None:
-        item = self.state.items.get(event.item_id or "")
-        text = item.text if item is not None else str(event.get("transcript", ""))
-        if text:
-            self.view.user_said(text)
-        self.metrics.inc("user_turns")
-
-    def _on_audio_delta(self, event: ServerEvent) -> None:
-        item_id = event.item_id
-        if item_id is None or not self.state.should_play(event):
-            self.metrics.inc("late_deltas_dropped")
-            return
-        if item_id not in self._first_delta_seen:
-            self._first_delta_seen[item_id] = None
-            if len(self._first_delta_seen) > 64:  # an item's deltas come together: plenty
-                del self._first_delta_seen[next(iter(self._first_delta_seen))]
-            self._first_delta_at[item_id] = time.monotonic()
-            if len(self._first_delta_at) > 64:  # items flushed before they ever played
-                del self._first_delta_at[next(iter(self._first_delta_at))]
-            if self._speech_stopped_at is not None:
-                self._observe(SPEECH_END_TO_FIRST_DELTA, time.monotonic() - self._speech_stopped_at)
-                self._speech_stopped_at = None
-        if self.audio_out is not None:
-            try:
-                self.audio_out.write(item_id, base64.b64decode(event.get("delta") or ""))
-            except Exception as exc:  # PortAudioError, OSError: the device is gone
-                self._device_failed("Speaker", exc)
-                return
-            self.view.status("speaking")
-
-    def _on_playback_started(self, item_id: str, first_sample_at: float) -> None:
-        """Metric `first_delta_to_first_sample`: a reply's first delta arriving -> its first
-        sample handed to the device (jitter buffer plus waiting for the next device block)."""
-        arrived = self._first_delta_at.pop(item_id, None)
-        if arrived is not None:
-            self._observe(FIRST_DELTA_TO_FIRST_SAMPLE, max(0.0, first_sample_at - arrived))
-
-    def _on_audio_done(self, event: ServerEvent) -> None:
-        if self.audio_out is not None and event.item_id is not None:
-            self.audio_out.end_item(event.item_id)
-
-    def _on_transcript_delta(self, event: ServerEvent) -> None:
-        if event.item_id is not None and self.state.should_play(event):
-            self.view.assistant_delta(event.item_id, str(event.get("delta") or ""))
-
-    def _on_response_created(self, event: ServerEvent) -> None:
-        self._response_idle.clear()
-
-    def _on_response_done(self, event: ServerEvent) -> None:
-        response = event.object("response")
-        status = response.get("status")
-        replies: list[tuple[str, str, bool]] = []
-        for output in response.get("output") or []:
-            if not isinstance(output, dict) or output.get("type") != "message":
-                continue
-            item_id = output.get("id")
-            if not isinstance(item_id, str):
-                continue
-            if self.audio_out is not None:
-                self.audio_out.end_item(item_id)
-            item = self.state.items.get(item_id)
-            if item is not None and item.role == "assistant":
-                replies.append((item_id, item.spoken_text, item.truncated))
-                self.metrics.inc("assistant_turns")
-                if status == "completed":
-                    self.completed_replies += 1
-        self.metrics.inc(f"responses_{status or 'unknown'}")
-        usage = response.get("usage")
-        if isinstance(usage, dict):
-            self.metrics.add_usage(usage, self.prices)
-        # State first, display last: a view that fails must not stall typing or compaction.
-        self._response_idle.set()
-        assert self.runner is not None
-        self.runner.maybe_start()
-        for item_id, text, truncated in replies:
-            self.view.assistant_done(item_id, text, truncated)
-        if isinstance(usage, dict):
-            self.view.cost(self.metrics.cost_usd)
-            self.view.window(self.state.window_tokens, self.settings.summary_threshold)
-        if self.audio_out is not None and replies:
-            last_reply = replies[-1][0]
-            self.tasks.spawn(self._listening_after(self.audio_out, last_reply), name="listening")
-        else:
-            self.view.status("listening")
-
-    async def _listening_after(self, player: AudioOutput, item_id: str) -> None:
-        """State `listening` once the reply has played out (or was cut), not when it was sent."""
-        await player.wait_finished(item_id)
-        if self._response_idle.is_set() and not self.user_speaking:
-            self.view.status("listening")
-
-    def _observe(self, name: str, seconds: float) -> None:
-        self.metrics.observe(name, seconds)
-        self.view.latency(name, seconds)
-
-    def _on_error(self, event: ServerEvent) -> None:
-        error = event.object("error")
-        code = str(error.get("code") or error.get("type") or "unknown")
-        self.metrics.inc(f"error_{code}")
-        if code in EXPECTED_ERRORS:
-            log.debug("server_error_expected", code=code)
-            return
-        if self.runner is not None and self.runner.owns_request(error.get("event_id")):
-            # A rejected summary create or delete: the compaction retries it, nothing to show.
-            log.info(
-                "compaction_request_rejected", code=code, client_event_id=error.get("event_id")
-            )
-            return
-        log.warning(
-            "server_error",
-            event_type=event.type.value,
-            code=code,
-            message=error.get("message"),
-            client_event_id=error.get("event_id"),
-        )
-        self.view.error(f"server: {error.get('message', code)}")
-
-    def _on_record(self, record: JSON) -> None:
+    async def _close_transcript(self) -> None:
+        self._perform(self.core.flush_records())
         if self.transcript is not None:
-            self.transcript.write(record)
+            await self.transcript.aclose()
 
-    def _on_summary(self, text: str, item_count: int) -> None:
-        self.metrics.inc("compactions")
-        self.view.compaction(item_count, len(text))
+    # --- feeding the core ------------------------------------------------------------------
 
-    # --- sessions ----------------------------------------------------------------------------
+    def _on_transport(self, event: TransportEvent) -> None:
+        try:
+            if isinstance(event, SessionStarted):
+                self._sessions_started += 1
+                actions = self.core.session_started(event.number, event.reason, event.lifetime_s)
+            elif isinstance(event, ConnectionChanged):
+                actions = self.core.connection_changed(event.state.value, event.detail)
+            else:
+                actions = self.core.server_event(event)
+        except Exception:  # a bug in the core: logged with its traceback, the loop goes on
+            self._core_errors += 1
+            log.exception("core_failed", event=type(event).__name__)
+            return
+        self._feed(actions)
 
-    async def _on_session_ready(self, info: SessionInfo) -> None:
-        self.sessions_started += 1
-        if info.reason != "start":
-            # Whatever was queued for the old session (a compaction's deletes, a truncate)
-            # means nothing to the new, blank one: the re-seed below replaces it.
-            while not self._outbox.empty():
-                self._outbox.get_nowait()
-                self.metrics.inc("outbox_discarded_on_new_session")
-            self.state.reset_for_new_session()
-            assert self.runner is not None
-            self.runner.on_new_session()
-            if self.tools is not None:  # calls of the dead session: never answered there
-                self.tools.reset()
-            if self.audio_out is not None:
-                self.audio_out.flush()
-            self.user_speaking = False
-            self._response_idle.set()
-            self.metrics.inc("rollovers" if info.reason == "rollover" else "reconnects")
-            self.view.notice(f"new session ({info.reason}); conversation restored")
-            self.view.window(self.state.window_tokens, self.settings.summary_threshold)
-        assert self.client is not None
-        for seed in self.state.seed_events(self.dialect):
-            await self.client.send(seed)
-        # Typed lines the old session lost or never answered: again, after the seed.
-        resent = self.state.typed_turn_events(self.dialect)
-        if resent:
-            self.metrics.inc("typed_turns_resent", len(resent) - 1)
-            self._response_idle.clear()
-        for event in resent:
-            await self.client.send(event)
-
-    def _on_connection_state(self, state: ConnectionState, detail: str) -> None:
-        self.view.status(state.value)
-        if state is ConnectionState.RECONNECTING:
-            self.view.notice(f"connection lost: {detail}")
-
-    def is_idle(self) -> bool:
-        """No reply running or playing or owed to a typed line, and the user not speaking:
-        a safe moment to roll over."""
-        playing = self.audio_out is not None and self.audio_out.is_audible
-        return (
-            self.state.active_response_id is None
-            and not self.state.pending_typed_ids
-            and not self.user_speaking
-            and not playing
-        )
-
-    # --- sending -----------------------------------------------------------------------------
-
-    def send_soon(self, *events: JSON) -> None:
-        """Queue client events for the sender task, in order; never blocks."""
-        for event in events:
+    def _feed(self, actions: list[a.Action]) -> None:
+        """Perform what the core returned, then wake whoever waits for a change."""
+        self._perform(actions)
+        for callback in self._subscribers:
             try:
-                self._outbox.put_nowait((self.state.sessions, event))
-            except asyncio.QueueFull:
-                self.metrics.inc("outbox_dropped")
-                log.warning("outbox_full", event_type=event.get("type"))
+                for action in actions:
+                    callback(action)
+            except Exception:  # a bug in a subscriber: logged, never fatal to the conversation
+                self._core_errors += 1
+                log.exception("subscriber_failed")
+        self.changed.notify()
 
-    async def _send_now(self, event: JSON) -> None:
-        self.send_soon(event)
+    def _perform(self, actions: list[a.Action]) -> None:
+        for action in actions:
+            match action:
+                case a.Send(event):
+                    assert self.client is not None
+                    self.client.send(event)
+                case a.PlayAudio(item_id, pcm):
+                    self.audio.play(item_id, pcm)
+                case a.EndAudio(item_id):
+                    self.audio.end(item_id)
+                case a.StopPlayback():
+                    self._silence(self.audio.stop_playback)
+                case a.PausePlayback():
+                    self._silence(self.audio.pause_playback)
+                case a.ResumePlayback():
+                    self.audio.resume_playback()
+                case a.OpenMicrophone():
+                    self.audio.microphone_open = True
+                case a.CloseMicrophone():
+                    self.audio.microphone_open = False
+                case a.RunTool(call_id, name, arguments):
+                    tool = self._run_tool(call_id, name, arguments)
+                    self.background.spawn(tool, f"tool:{name}", key=("tool", call_id))
+                case a.CancelTool(call_id):
+                    self.background.cancel(("tool", call_id))
+                case a.Summarize():
+                    self.background.spawn(self._summarize(action), "summary")
+                case a.StartTimer(key, seconds):
+                    self.background.call_later(key, seconds, partial(self._timer_fired, key))
+                case a.RollOver() if self.client is not None:
+                    self.client.roll_over()
+                case a.Reconnect(reason) if self.client is not None:
+                    self.client.reconnect(reason)
+                case a.Record(record) if self.transcript is not None:
+                    self.transcript.write(record)
+                case _:
+                    self._show(action)
 
-    async def _drain_outbox(self) -> None:
-        assert self.client is not None
-        while True:
-            session, event = await self._outbox.get()
-            if session != self.state.sessions:  # taken out just before a new session began
-                self.metrics.inc("outbox_discarded_on_new_session")
-                continue
-            if not await self.client.send(event):
-                self.metrics.inc("sends_skipped_offline")
+    def _show(self, action: a.Action) -> None:
+        """What happened, to the view and the latency clock."""
+        view = self.view
+        if self.tool_display.show(action):  # tool calls, hosted MCP, approvals
+            return
+        match action:
+            case a.StatusChanged(status):
+                view.status(status)
+            case a.UserTurn(text):
+                view.user_said(text)
+            case a.SpeechEnded():
+                self.latency.speech_ended()
+            case a.ReplyStarted(item_id):
+                self.latency.reply_started(item_id)
+            case a.ReplyDelta(item_id, text):
+                view.assistant_delta(item_id, text)
+            case a.ReplyDone(item_id, text, truncated):
+                view.assistant_done(item_id, text, truncated)
+            case a.BargeIn():
+                if self._silenced_at is not None:
+                    self.latency.barge_in_flushed(self._silenced_at)
+            case a.ResponseFinished(usage=usage, window_tokens=window) if usage is not None:
+                self.metrics.add_usage(usage, self.prices)
+                view.cost(self.metrics.cost_usd)
+                view.window(window, self.settings.summary_threshold)
+            case a.OutOfBandFinished(usage=usage) if usage is not None:
+                self.metrics.add_usage(usage, self.prices)  # the session's summary is billed too
+                view.cost(self.metrics.cost_usd)
+            case a.Compacted(items=items, summary_chars=chars):
+                view.compaction(items, chars)
+            case a.SessionBegan(reason=reason) if reason != "start":
+                view.window(0, self.settings.summary_threshold)
+                self.background.spawn(self._refresh_tools(), "mcp-refresh")
+            case a.Notice(text):
+                view.notice(text)
+            case a.ErrorReported(text=text) if text is not None:
+                view.error(text)
+
+    # --- performing --------------------------------------------------------------------------
+
+    def _silence(self, how: Callable[[], None]) -> None:
+        """Stop or pause the reply; latency `barge_in_to_silence` from here to its last sample."""
+        audible = self.audio.playback().audible
+        self._silenced_at = time.monotonic()
+        how()
+        if audible:
+            self.background.spawn(self.audio.watch_silence(self._silenced_at), "silence-watch")
+
+    def _on_played_out(self, item_id: str) -> None:
+        self._feed(self.core.playback_finished(item_id))
+
+    async def _run_tool(self, call_id: str, name: str | None, arguments: str) -> None:
+        assert self.tool_runner is not None
+        result = await self.tool_runner.run(name, arguments, call_id)
+        self._feed(self.core.tool_finished(call_id, result))
+
+    async def _refresh_tools(self) -> None:
+        """A new session: MCP servers that stopped are started again (their tools come back
+        through `_tools_changed`)."""
+        if self.toolbox is not None:
+            for problem in await self.toolbox.refresh():
+                self.view.notice(problem)
+
+    def _tools_changed(self, change: McpToolsChanged) -> None:
+        """An MCP server's tools changed: the live session gets the new list."""
+        added = f" added {', '.join(change.added)}" if change.added else ""
+        removed = f" removed {', '.join(change.removed)}" if change.removed else ""
+        self.view.notice(f"MCP server {change.server}: tools changed;{added}{removed}")
+        if self.toolbox is not None:
+            self._feed(self.core.tools_changed(self.toolbox.specs()))
+
+    async def _send_image(self, target: str, question: str | None) -> None:
+        from realtime_voicebot.image_input import ImageInputError, load_image
+
+        try:
+            image = await load_image(target, question, self.settings)
+        except ImageInputError as exc:
+            self._feed([a.ErrorReported("image_refused", str(exc))])
+            return
+        self._feed(self.core.image(image))
+
+    async def _summarize(self, request: a.Summarize) -> None:
+        assert self.summaries is not None
+        text, fallback = await self.summaries.summarize(
+            request.inputs, request.previous_summary, request.language
+        )
+        fallback = fallback or request.fallback
+        self._feed(self.core.summary_ready(request.job_id, text, fallback))
+
+    def _timer_fired(self, key: Hashable) -> None:
+        self._feed(self.core.timer_fired(key))
 
     # --- inputs ------------------------------------------------------------------------------
 
-    async def _pump_audio(self, source: AudioInput) -> None:
+    async def _pump_audio(self) -> None:
         assert self.client is not None
-        finished: asyncio.Event | None = getattr(source, "finished", None)
+        finished: asyncio.Event | None = getattr(self.audio.audio_in, "finished", None)
         if finished is not None:
-            self.tasks.spawn(self._mark_input_done(finished), name="input-done")
-        next_level = 0.0
-        try:
-            async for block in source:
-                if self.audio_in is not source:  # a device failed: text mode now
-                    return
-                self.client.send_audio(block)
-                now = time.monotonic()
-                if now >= next_level:
-                    next_level = now + LEVEL_INTERVAL_S
-                    self.view.level(source.level_dbfs)
-        except Exception as exc:  # PortAudioError, AudioDeviceError: unplugged, driver gone
-            self._device_failed("Microphone", exc)
-
-    # --- audio device failures -----------------------------------------------------------------
-
-    def _on_speaker_error(self, reason: str) -> None:
-        self._device_failed("Speaker", reason)
-
-    def _device_failed(self, which: str, reason: object) -> None:
-        """A device failed mid-run: one line saying so, then text mode or a clean exit (1).
-
-        Text mode when lines can be typed (a terminal, or given lines) and no file is being
-        played or recorded; otherwise the run ends and the transcript is saved as usual.
-        """
-        if self._device_failure is not None:
-            return
-        flag = "--input-device" if which == "Microphone" else "--output-device"
-        detail = str(reason).strip().rstrip(".") or type(reason).__name__
-        self._device_failure = (
-            f"{which} stopped: {detail}. Run `voicebot devices list` and pick a device with {flag}."
-        )
-        log.error("audio_device_failed", device=which.lower(), reason=detail)
-        self.metrics.inc("audio_device_failures")
-        self.view.error(self._device_failure)
-        devices = [d for d in (self.audio_in, self.audio_out) if d is not None]
-        self.audio_in = self.audio_out = None  # no handler touches a device from here on
-        self.tasks.spawn(self._after_device_failure(devices), name="device-failure")
-
-    async def _after_device_failure(self, devices: list[AudioInput | AudioOutput]) -> None:
-        for device in devices:
-            with contextlib.suppress(Exception):  # a device that is gone may fail to stop
-                await device.stop()
-        typing = self.options.text or self.options.text_lines is not None or _stdin_is_terminal()
-        if typing and self.options.input_file is None and self.options.output_file is None:
-            self.options.text = True  # the end of typed input now ends the run
-            self.view.notice("falling back to text mode: type a line and press Enter")
-            await self._wait_input_finished()
-        else:
-            self.exit_code = 1
-        self.stop()
+            self.background.spawn(self._mark_input_done(finished), "input-done")
+        await self.audio.stream_microphone(self.client.send_audio, self.view.level)
 
     async def _mark_input_done(self, finished: asyncio.Event) -> None:
         await finished.wait()
         self._input_done.set()
 
     async def _pump_text(self) -> None:
-        assert self.client is not None
-        lines = self.options.text_lines or _stdin_lines()
+        push_to_talk = self.core.config.manual_turns and not self.text_only
+        lines = self.options.text_lines or self._keys or stdin_lines()
         while (line := await lines.get()) is not None:
-            text = line.strip()
-            if not text:
-                continue
-            await self.client.wait_connected()
-            audible = self.audio_out is not None and self.audio_out.is_audible
-            if not self._response_idle.is_set() or audible:
-                self._interrupt_for_text()
-                await self._response_idle.wait()
-            self.metrics.inc("text_turns")
-            self.view.user_said(text)
-            # Pending until answered: a new session re-sends it if this one loses it.
-            self.state.add_typed_turn(text)
-            self.send_soon(*self.state.typed_turn_events(self.dialect))
-            self._response_idle.clear()
-        if self.options.text:  # in voice mode the microphone (or file) is the input
+            if line.strip():
+                self.typed(line.strip())
+            elif push_to_talk and self._keys is None:  # Enter on an empty line: the talk key
+                self.push_to_talk()
+        if self.text_only:  # in voice mode the microphone (or file) is the input
             self._input_done.set()
 
-    def _interrupt_for_text(self) -> None:
-        """A typed line while the bot talks: stop it like a spoken barge-in would."""
-        item_id = self.state.streaming_item_id
-        played = 0.0
-        if self.audio_out is not None:
-            item_id = self.audio_out.playing_item_id or item_id
-            played = self.audio_out.played_ms(item_id) if item_id else 0.0
-            self.audio_out.flush()
-        sends = self.state.interrupt(played, item_id)
-        if sends:
-            self.metrics.inc("barge_ins")
-            self.metrics.inc("truncations")
-        if self.state.active_response_id is not None:
-            sends.append(ev.response_cancel())
-        self.send_soon(*sends)
+    def typed(self, line: str) -> None:
+        """A line the user typed: ``/image ...`` is read here (off the loop) and then sent
+        by the core; anything else (``y``/``n`` for a hosted MCP approval included) goes to
+        the core as it is."""
+        from realtime_voicebot.core.images import GA_ONLY
+        from realtime_voicebot.image_input import ImageInputError, parse_image_command
+
+        try:
+            command = parse_image_command(line)
+        except ImageInputError as exc:
+            self._feed([a.ErrorReported("image_refused", str(exc))])
+            return
+        if command is None:
+            self._feed(self.core.typed_line(line))
+        elif self.settings.dialect != "ga":
+            self._feed([a.ErrorReported("image_needs_ga", GA_ONLY)])
+        else:
+            self.background.spawn(self._send_image(*command), "image")
+
+    # --- audio device failures -----------------------------------------------------------------
+
+    def _device_failed(self, message: str) -> None:
+        """A device failed mid-run: one line saying so, then text mode or a clean exit (1).
+
+        Text mode when lines can be typed (a terminal, or given lines) and no file is being
+        played or recorded; otherwise the run ends and the transcript is saved as usual.
+        """
+        self.view.error(message)
+        self.background.spawn(self._after_device_failure(), "device-failure")
+
+    async def _after_device_failure(self) -> None:
+        await self.audio.close()
+        files = self.options.input_file is not None or self.options.output_file is not None
+        if self.typing and not files:
+            self.text_only = True  # the end of typed input now ends the run
+            self.view.notice("falling back to text mode: type a line and press Enter")
+            await self._wait_input_finished()
+        else:
+            self.exit_code = 1
+        self.stop()
 
     # --- exit conditions -----------------------------------------------------------------------
 
+    async def until(self, predicate: Callable[[], object], timeout_s: float | None = None) -> None:
+        """Wait until ``predicate()`` holds, re-checked after each input the core handled."""
+        await self.changed.until(predicate, timeout_s)
+
     async def _watch_exit(self) -> None:
-        waits: list[Awaitable[Any]] = []
+        waits = []
         if self.options.max_turns is not None:
-            waits.append(self._wait_for_turns(self.options.max_turns))
-        if self.options.exit_when_input_ends or self.options.text:
+            waits.append(self._wait_for_replies(self.options.max_turns))
+        if self.options.exit_when_input_ends or self.text_only:
             waits.append(self._wait_input_finished())
         if not waits:
             return
@@ -719,85 +625,54 @@ class VoiceBot:
                 task.cancel()
         self.stop()
 
-    async def _wait_for_turns(self, turns: int) -> None:
-        while self.completed_replies < turns:
-            self._activity.clear()
-            await self._activity.wait()
-        await self._wait_playback_done()
+    async def _wait_for_replies(self, replies: int) -> None:
+        await self.until(lambda: self.core.stats.completed_replies >= replies)
+        await self.audio.played_out()
 
     async def _wait_input_finished(self) -> None:
+        """The input ended (file, typed lines): wait for the last reply, then a quiet spell."""
         await self._input_done.wait()
         quiet = max(QUIET_AFTER_INPUT_S, 2 * self.settings.vad_silence_ms / 1000)
         while True:
-            await self._response_idle.wait()
-            await self._wait_playback_done()
-            self._activity.clear()
+            await self.until(lambda: not self.core.turns.reply_owed)
+            await self.audio.played_out()
             try:
-                async with asyncio.timeout(quiet):
-                    await self._activity.wait()
+                await asyncio.wait_for(self.changed.wait(), quiet)
             except TimeoutError:
-                if self.is_idle():
+                if self.core.turns.idle():
                     return
 
-    async def _wait_playback_done(self) -> None:
-        player = self.audio_out
-        if player is None:
-            return
-        item_id = player.playing_item_id
-        if item_id is not None:
-            await player.wait_finished(item_id)
+    # --- the session summary ---------------------------------------------------------------------
 
-    # --- metrics -----------------------------------------------------------------------------
-
-    def _record_final_metrics(self) -> dict[str, Any]:
-        """Counters kept by the parts (client, devices, state) into `metrics`; the summary."""
-        m = self.metrics
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Counters of every part, by part."""
+        parts: dict[str, dict[str, Any]] = {
+            "core": self.core.snapshot(),
+            "app": {
+                "audio_device_failures": int(self.audio.failure is not None),
+                "task_failures": self.background.failures,
+                "core_errors": self._core_errors,
+                "sessions_started": self._sessions_started,
+            },
+        }
         if self.client is not None:
-            m.counters["mic_blocks_dropped_offline"] = self.client.audio.dropped_blocks
-            m.counters["frames_dropped_parse"] = self.client.parser.stats.dropped
-        if self.audio_out is not None:
-            m.counters["player_underruns"] = self.audio_out.underruns
-        if self.audio_in is not None:
-            m.counters["mic_blocks_dropped"] = self.audio_in.dropped_blocks
-        m.counters["window_tokens"] = self.state.window_tokens
-        if self.runner is not None:
-            runner = self.runner.metrics
-            m.counters["compaction_failures"] = runner.failures
-            m.counters["compactions_abandoned"] = runner.abandoned
-            m.counters["summary_fallbacks"] = runner.fallbacks
-            m.counters["items_summarized"] = runner.items_summarized
-        return m.summary()
+            parts["client"] = self.client.snapshot()
+        if self.toolbox is not None:
+            parts.update(self.toolbox.snapshot())  # tools (per tool) and mcp (per server)
+        if self.transcript is not None:
+            parts["transcript"] = {
+                "written": self.transcript.written,
+                "dropped": self.transcript.dropped,
+            }
+        return {**parts, **self.audio.snapshot()}
+
+    def summary(self) -> dict[str, Any]:
+        return self.metrics.summary(self.snapshot())
 
     async def _write_metrics_file(self, path: Path, summary: dict[str, Any]) -> None:
         """`--metrics-file`: the summary as JSON, written off the loop."""
         text = json.dumps(summary, indent=2) + "\n"
         try:
-            await asyncio.to_thread(path.write_text, text)
+            await asyncio.to_thread(write_private_text, path, text)
         except OSError as exc:
             self.view.error(f"cannot write the metrics file {path}: {exc.strerror or exc}")
-
-
-def _stdin_is_terminal() -> bool:
-    try:
-        return sys.stdin is not None and sys.stdin.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stdin
-        return False
-
-
-def _stdin_lines() -> asyncio.Queue[str | None]:
-    """Lines typed on stdin, read by a daemon thread (a blocked read never holds up exit)."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str | None] = asyncio.Queue(256)
-
-    def put(line: str | None) -> None:
-        # Blocks this thread while the queue is full: typed lines wait, none are dropped.
-        asyncio.run_coroutine_threadsafe(queue.put(line), loop).result()
-
-    def read() -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: the run is over
-            for line in sys.stdin:  # one line as soon as it is typed, not at end of input
-                put(line)
-            put(None)
-
-    threading.Thread(target=read, name="stdin", daemon=True).start()
-    return queue

@@ -52,41 +52,63 @@ def root(
     """A terminal voice assistant for long conversations with the OpenAI Realtime API."""
 
 
+@functools.cache
+def _setting_options() -> list[dict[str, str]]:
+    path = Path(__file__).with_name("cli_settings.json")
+    options: list[dict[str, str]] = json.loads(path.read_text(encoding="utf-8"))
+    return options
+
+
 def settings_options(func: F) -> F:
     """Add one CLI option per non-secret setting and pass the given ones as ``overrides``.
 
-    Values stay strings here; pydantic validates them exactly as it validates the
-    environment, so `--summary-threshold -5` fails with the same message as
-    `VOICEBOT_SUMMARY_THRESHOLD=-5`.
+    The options come from the generated `cli_settings.json`, not from `Settings`, so that
+    building the CLI (and `--help`) does not import pydantic. Values stay strings here;
+    pydantic validates them exactly as it validates the environment, so
+    `--summary-threshold -5` fails with the same message as `VOICEBOT_SUMMARY_THRESHOLD=-5`.
     """
-    from realtime_voicebot.config import SECRET_FIELDS, Settings
-
     own = [p for p in inspect.signature(func).parameters.values() if p.name != "overrides"]
     own_names = {p.name for p in own}
     added: list[inspect.Parameter] = []
-    for name, field in Settings.model_fields.items():
-        if name in SECRET_FIELDS or name in own_names:
+    for entry in _setting_options():
+        name, kind, meta, description = (
+            entry["name"],
+            entry["kind"],
+            entry["metavar"],
+            entry["help"],
+        )
+        if name in own_names:
             continue
         flag = flag_for(name)
-        if field.annotation is bool:
+        annotation: Any = str | None
+        if kind == "repeatable":
+            option = typer.Option(
+                None,
+                flag,
+                help=f"{description} Repeatable.",
+                rich_help_panel=SETTINGS_PANEL,
+                show_default=False,
+                metavar=meta,
+            )
+            annotation = list[str] | None
+        elif kind == "bool":
             option = typer.Option(
                 None,
                 f"{flag}/--no-{flag[2:]}",
-                help=field.description,
+                help=description,
                 rich_help_panel=SETTINGS_PANEL,
                 show_default=False,
             )
-            annotation: Any = bool | None
+            annotation = bool | None
         else:
             option = typer.Option(
                 None,
                 flag,
-                help=field.description,
+                help=description,
                 rich_help_panel=SETTINGS_PANEL,
                 show_default=False,
-                metavar=metavar(field.annotation),
+                metavar=meta,
             )
-            annotation = str | None
         added.append(
             inspect.Parameter(
                 name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
@@ -97,7 +119,9 @@ def settings_options(func: F) -> F:
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
         overrides = {
-            k: kwargs.pop(k) for k in list(kwargs) if k in setting_names and kwargs[k] is not None
+            k: kwargs.pop(k)
+            for k in list(kwargs)
+            if k in setting_names and kwargs[k] is not None and kwargs[k] != []
         }
         for k in setting_names:
             kwargs.pop(k, None)
@@ -107,17 +131,6 @@ def settings_options(func: F) -> F:
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     return wrapper  # type: ignore[return-value]
-
-
-def metavar(annotation: Any) -> str:
-    """A short placeholder for an option's value: choices for a Literal, else its kind."""
-    import typing
-
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-    inner = args[0]
-    if typing.get_origin(inner) is typing.Literal:
-        return "|".join(str(choice) for choice in typing.get_args(inner))
-    return {int: "INT", float: "NUM"}.get(inner, "PATH" if "Path" in str(inner) else "TEXT")
 
 
 def load_or_exit(overrides: dict[str, Any]) -> Any:
@@ -138,21 +151,30 @@ def config_show(
     overrides: dict[str, Any],
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Show the effective settings, secrets masked, and where each value came from."""
-    from realtime_voicebot.config import SECRET_FIELDS, value_sources
+    """Show the effective settings, secrets masked, where each value came from, and where the
+    conversation goes (the realtime endpoint and the summarizer)."""
+    from realtime_voicebot.config import env_file_redirects, shown_value, value_sources
+    from realtime_voicebot.transport.endpoint import (
+        EndpointError,
+        realtime_url,
+        summarizer_destination,
+    )
 
     settings = load_or_exit(overrides)
     sources = value_sources(overrides)
+    try:
+        realtime = realtime_url(settings)
+    except EndpointError as exc:
+        realtime = f"nowhere yet: {exc}"
+    destinations = {"realtime endpoint": realtime, "summarizer": summarizer_destination(settings)}
+    notices = env_file_redirects(settings, sources)
     rows: list[tuple[str, str, str]] = []
     for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if name in SECRET_FIELDS:
-            shown = "(not set)" if value is None else "********"
-        else:
-            shown = "" if value is None else str(value)
-        rows.append((name, shown, sources[name]))
+        rows.append((name, shown_value(name, getattr(settings, name)), sources[name]))
     if as_json:
-        typer.echo(json.dumps({n: {"value": v, "source": s} for n, v, s in rows}, indent=2))
+        values = {n: {"value": v, "source": s} for n, v, s in rows}
+        data = {**values, "destinations": destinations, "notices": notices}
+        typer.echo(json.dumps(data, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -163,7 +185,12 @@ def config_show(
     table.add_column("source", style="dim")
     for row in rows:
         table.add_row(*row)
-    Console(width=max(100, Console().width)).print(table)
+    console = Console(width=max(100, Console().width))
+    console.print(table)
+    for what, where in destinations.items():
+        console.print(f"{what}: {where}", markup=False, highlight=False, soft_wrap=True)
+    for notice in notices:
+        console.print(f"note: {notice}", markup=False, highlight=False, soft_wrap=True)
 
 
 devices_app = typer.Typer(help="Audio devices.", no_args_is_help=True)
@@ -232,6 +259,9 @@ def run(
     transcript: Path | None = typer.Option(
         None, "--transcript", help="JSONL transcript file (same as --transcript-path)."
     ),
+    record: Path | None = typer.Option(
+        None, "--record", help="Record the conversation to this stereo WAV (as --record-path)."
+    ),
     resume: Path | None = typer.Option(
         None, "--resume", help="Start a new session seeded from a saved transcript."
     ),
@@ -253,11 +283,12 @@ def run(
 
     if transcript is not None:
         overrides["transcript_path"] = str(transcript)
+    if record is not None:
+        overrides["record_path"] = str(record)
     settings = load_or_exit(overrides)
     configure_logging(run_log_level(settings.log_level, overrides), settings.log_format)
-    if resume is not None and not resume.exists():
-        typer.echo(f"error: no transcript at {resume}: check the path given to --resume", err=True)
-        raise typer.Exit(2)
+    check_env_file_or_exit(settings, overrides, fake_server=fake_server)
+    check_inputs_or_exit(resume=resume, input_file=input_file)
     fake_config = None
     if fake_server and (fake_scenario or fake_session_max_s or fake_speed):
         from realtime_voicebot.fake.config import FakeServerConfig
@@ -284,12 +315,61 @@ def run(
         exit_when_input_ends=exit_when_input_ends,
         resume=resume,
     )
-    if input_file is not None and not input_file.exists():
-        typer.echo(f"error: no WAV file at {input_file}", err=True)
-        raise typer.Exit(2)
-    bot = VoiceBot(settings, options, select_view(settings.log_format))
-    code = asyncio.run(bot.run())
+    from realtime_voicebot.tools.mcp_config import McpConfigError
+    from realtime_voicebot.tools.user import ToolLoadError
+    from realtime_voicebot.ui import LiveView
+
+    view = select_view(settings.log_format, push_to_talk=settings.push_to_talk)
+    # The live console reads keys itself, so that nothing typed tears its display.
+    options.keyboard = isinstance(view, LiveView) and sys.stdin.isatty()
+    bot = VoiceBot(settings, options, view)
+    try:
+        code = asyncio.run(bot.run())
+    except (ToolLoadError, McpConfigError) as exc:  # a tools module or MCP entry to fix
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     raise typer.Exit(code)
+
+
+def check_env_file_or_exit(settings: Any, overrides: dict[str, Any], *, fake_server: bool) -> None:
+    """One line per endpoint a .env file sets (stderr); exit 2 when it would take a key that
+    comes from elsewhere to another place without confirmation. Nothing with `--fake-server`:
+    its own endpoint and key replace them, and summaries are made on this machine."""
+    from realtime_voicebot.config import (
+        env_file_redirect_errors,
+        env_file_redirects,
+        value_sources,
+    )
+
+    if fake_server:
+        return
+    sources = value_sources(overrides)
+    errors = env_file_redirect_errors(settings, sources)
+    for line in errors:
+        typer.echo(f"error: {line}", err=True)
+    if errors:
+        raise typer.Exit(2)
+    for line in env_file_redirects(settings, sources):
+        typer.echo(f"note: {line}", err=True)
+
+
+def check_inputs_or_exit(*, resume: Path | None, input_file: Path | None) -> None:
+    """A transcript to resume and a WAV input checked before connecting: one line naming the
+    file and the problem, exit 2."""
+    from realtime_voicebot.audio.files import AudioFileError, check_wav
+    from realtime_voicebot.transcript import TranscriptError, load_transcript
+
+    try:
+        if resume is not None:
+            load_transcript(resume)
+        if input_file is not None:
+            check_wav(input_file)
+    except TranscriptError as exc:
+        typer.echo(f"error: --resume: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except AudioFileError as exc:
+        typer.echo(f"error: --input-file: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def run_log_level(level: str, overrides: dict[str, Any]) -> str:
@@ -300,7 +380,9 @@ def run_log_level(level: str, overrides: dict[str, Any]) -> str:
     return level if value_sources(overrides)["log_level"] != "default" else "WARNING"
 
 
-def select_view(log_format: str, stdout: TextIO | None = None) -> ConversationView:
+def select_view(
+    log_format: str, stdout: TextIO | None = None, *, push_to_talk: bool = False
+) -> ConversationView:
     """The conversation view for `run`: JSON lines with `--log-format json`, the live console
     on a terminal, plain lines otherwise (pipes, files, CI)."""
     from realtime_voicebot.ui import JsonLinesView, LiveView, PlainView
@@ -311,7 +393,7 @@ def select_view(log_format: str, stdout: TextIO | None = None) -> ConversationVi
     if out.isatty():
         from rich.console import Console
 
-        return LiveView(Console(file=out))
+        return LiveView(Console(file=out), push_to_talk=push_to_talk)
     return PlainView(out)
 
 

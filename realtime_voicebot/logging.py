@@ -3,7 +3,10 @@
 Console output for people on a TTY, JSON lines for machines (``--log-format json`` or when
 stderr is not a terminal with ``auto``). Logs go to stderr so stdout stays the conversation.
 Every line is redacted (`realtime_voicebot.redact`): event fields, exception tracebacks and
-stdlib log records alike; this is not optional.
+stdlib log records alike; this is not optional. A field's text is cut to `MAX_FIELD_CHARS`
+(a server's code or message can be any length), and on the console stripped of escape
+sequences and control characters (`realtime_voicebot.ui.strip_controls`): a server's message
+cannot drive the terminal through a log line either.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ import structlog
 from structlog.typing import ExceptionRenderer, ExcInfo
 
 from realtime_voicebot.redact import redact, redact_processor
+from realtime_voicebot.ui import strip_controls
 
 Processor = Callable[[Any, str, MutableMapping[str, Any]], Any]
 _extra_processors: list[Processor] = []
+MAX_FIELD_CHARS = 4000
+"""Longest text a log field keeps (tracebacks excepted)."""
 
 
 def add_processor(processor: Processor) -> None:
@@ -50,6 +56,7 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info if use_json else _noop,
         *_extra_processors,
+        _bounded if use_json else _bounded_and_stripped,
         redact_processor,  # last before rendering: nothing added later escapes it
         renderer,
     ]
@@ -70,7 +77,7 @@ class _RedactingFormatter(logging.Formatter):
     """Stdlib records (websockets, httpx, openai) are redacted like structlog events."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        return redact(strip_controls(super().format(record), keep_newlines=True))
 
 
 def _redacted(formatter: ExceptionRenderer) -> ExceptionRenderer:
@@ -80,6 +87,35 @@ def _redacted(formatter: ExceptionRenderer) -> ExceptionRenderer:
         sio.write(redact(buffer.getvalue()))
 
     return render
+
+
+def _bounded_value(value: Any, strip: bool) -> Any:
+    if isinstance(value, str):
+        if len(value) > MAX_FIELD_CHARS:
+            value = f"{value[:MAX_FIELD_CHARS]}… ({len(value)} chars)"
+        return strip_controls(value, keep_newlines=True) if strip else value
+    if isinstance(value, dict):
+        return {key: _bounded_value(item, strip) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_bounded_value(item, strip) for item in value)
+    return value
+
+
+def _bounded(
+    _: Any, __: str, event_dict: MutableMapping[str, Any], *, strip: bool = False
+) -> MutableMapping[str, Any]:
+    """Every field's text cut to `MAX_FIELD_CHARS` (a formatted traceback is kept whole)."""
+    for key, value in event_dict.items():
+        if key != "exception":
+            event_dict[key] = _bounded_value(value, strip)
+    return event_dict
+
+
+def _bounded_and_stripped(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """`_bounded`, and escape sequences and control characters removed (console)."""
+    return _bounded(logger, method, event_dict, strip=True)
 
 
 def _noop(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

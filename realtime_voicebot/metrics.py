@@ -1,46 +1,37 @@
-"""Counters and timers for one run, in one place, the cost of each response, and the session
-summary printed at exit.
+"""Latencies and cost of one run, and the session summary printed at exit.
 
-Counter names (`Metrics.counters`), incremented by the app as things happen:
+Counters live in the parts that count (the client, the session core and each of its parts,
+the devices, the transcript writer, the tool runner); each exposes a ``snapshot()``.
+`Metrics.summary(parts)` merges those snapshots with the latencies, tokens and cost kept here.
 
-| name | counts |
-| --- | --- |
-| `assistant_turns` | assistant replies that ended (completed or interrupted) |
-| `user_turns`, `text_turns` | spoken user turns transcribed, typed lines sent |
-| `reconnects`, `rollovers` | new sessions after a lost connection / before the session limit |
-| `compactions` | older turns summarized into one system item |
-| `barge_ins`, `truncations` | replies the user talked (or typed) over; truncates sent |
-| `mic_blocks_dropped` | microphone blocks dropped because the reader fell behind |
-| `mic_blocks_dropped_offline` | microphone blocks dropped from the offline buffer |
-| `player_underruns` | device blocks the player had to fill with silence mid-reply |
-| `outbox_dropped` | client events dropped because the outbox was full |
-| `late_deltas_dropped` | audio deltas of a reply already cut or cancelled |
-| `compaction_failures`, `compactions_abandoned` | compactions that failed / were given up |
-| `summary_fallbacks`, `items_summarized` | extractive fallbacks; items folded into summaries |
-| `error_<code>` | server `error` events, by code |
-| `responses_<status>` | `response.done` events, by status |
-
-Latencies (`Metrics.timings`, seconds, one sample per turn; the app clock is `time.monotonic`):
+Latencies (`Metrics.timings`, seconds, one sample per turn; the clock is `time.monotonic`),
+stamped by `LatencyTracker` from what the core reports and what the player reports:
 
 - `speech_end_to_first_delta`: `speech_stopped` handled -> the reply's first audio delta.
 - `first_delta_to_first_sample`: first audio delta arrived -> its first sample handed to the
   device (jitter buffer plus the wait for the next device block).
-- `barge_in_to_silence`: `speech_started` handled during a reply -> the reply's last sample
-  (the end of the flush's fade) handed to the device.
-- `barge_in_flush`: `speech_started` handled -> flush, truncate and cancel queued (app work).
+- `barge_in_to_silence`: a barge-in handled -> the reply's last sample (the end of the
+  flush's fade) handed to the device.
+- `barge_in_flush`: a barge-in decided -> the player flushed and the truncate queued.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections import Counter, deque
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
+from realtime_voicebot.transport.payloads import Usage, parse_usage
+
 if TYPE_CHECKING:
     from realtime_voicebot.config import Settings
+
+log = structlog.get_logger(component="metrics")
 
 MAX_SAMPLES = 10_000
 PER_MILLION = 1_000_000
@@ -55,15 +46,6 @@ LATENCY_NAMES = (
     BARGE_IN_TO_SILENCE,
     BARGE_IN_FLUSH,
 )
-
-DROP_COUNTERS = {
-    "mic_blocks": "mic_blocks_dropped",
-    "mic_blocks_offline": "mic_blocks_dropped_offline",
-    "player_underruns": "player_underruns",
-    "outbox": "outbox_dropped",
-    "late_deltas": "late_deltas_dropped",
-}
-"""Summary name -> counter name of everything dropped or missed."""
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -142,16 +124,7 @@ class BilledTokens:
         ) / PER_MILLION
 
 
-def _count(value: Any) -> int:
-    """A token count from the wire: a non-negative int, anything else is 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def billed_tokens(usage: Mapping[str, Any]) -> BilledTokens:
+def billed_tokens(usage: Usage | Mapping[str, Any]) -> BilledTokens:
     """Split one `response.usage` (GA or beta shape, every field optional) for billing.
 
     - Input tokens the details do not attribute to text or audio (details missing) are
@@ -160,27 +133,26 @@ def billed_tokens(usage: Mapping[str, Any]) -> BilledTokens:
       split as given; without (beta) in proportion to the text/audio input split.
     - A cached count larger than its input count is capped at the input count.
     """
-    inputs = _mapping(usage.get("input_token_details"))
-    outputs = _mapping(usage.get("output_token_details"))
-    audio_in = _count(inputs.get("audio_tokens"))
-    text_in = _count(inputs.get("text_tokens"))
-    text_in += max(0, _count(usage.get("input_tokens")) - text_in - audio_in)
+    if not isinstance(usage, Usage):
+        usage = parse_usage(dict(usage)) or Usage()
+    audio_in = usage.input_audio_tokens
+    text_in = usage.input_text_tokens + usage.input_image_tokens
+    text_in += max(0, usage.input_tokens - text_in - audio_in)
 
-    details = inputs.get("cached_tokens_details")
-    if isinstance(details, Mapping):
-        cached_text: float = _count(details.get("text_tokens"))
-        cached_audio: float = _count(details.get("audio_tokens"))
+    if usage.cached_text_tokens is not None and usage.cached_audio_tokens is not None:
+        cached_text: float = usage.cached_text_tokens
+        cached_audio: float = usage.cached_audio_tokens
     else:
-        cached = _count(inputs.get("cached_tokens"))
+        cached = usage.input_cached_tokens
         total_in = text_in + audio_in
         cached_audio = cached * audio_in / total_in if total_in else 0.0
         cached_text = cached - cached_audio
     cached_text = min(cached_text, text_in)
     cached_audio = min(cached_audio, audio_in)
 
-    audio_out = _count(outputs.get("audio_tokens"))
-    text_out = _count(outputs.get("text_tokens"))
-    text_out += max(0, _count(usage.get("output_tokens")) - text_out - audio_out)
+    audio_out = usage.output_audio_tokens
+    text_out = usage.output_text_tokens
+    text_out += max(0, usage.output_tokens - text_out - audio_out)
     return BilledTokens(
         text_input=text_in - cached_text,
         text_cached=cached_text,
@@ -191,23 +163,19 @@ def billed_tokens(usage: Mapping[str, Any]) -> BilledTokens:
     )
 
 
-def usage_cost(usage: Mapping[str, Any], prices: Prices) -> float:
+def usage_cost(usage: Usage | Mapping[str, Any], prices: Prices) -> float:
     """USD billed for one `response.usage`."""
     return billed_tokens(usage).cost(prices)
 
 
 @dataclass
 class Metrics:
-    """Counters (turns, reconnects, drops, errors by code, ...), latency samples, tokens, cost."""
+    """Latency samples, tokens and cost of one run."""
 
     started_at: float = field(default_factory=time.monotonic)
-    counters: Counter[str] = field(default_factory=Counter)
     timings: dict[str, deque[float]] = field(default_factory=dict)
     tokens: BilledTokens = field(default_factory=BilledTokens)
     cost_usd: float = 0.0
-
-    def inc(self, name: str, amount: int = 1) -> None:
-        self.counters[name] += amount
 
     def observe(self, name: str, seconds: float) -> None:
         self.timings.setdefault(name, deque(maxlen=MAX_SAMPLES)).append(seconds)
@@ -216,7 +184,7 @@ class Metrics:
         samples = self.timings.get(name)
         return samples[-1] if samples else None
 
-    def add_usage(self, usage: Mapping[str, Any], prices: Prices) -> float:
+    def add_usage(self, usage: Usage | Mapping[str, Any], prices: Prices) -> float:
         """Count one response's usage; its cost in USD (also added to `cost_usd`)."""
         billed = billed_tokens(usage)
         cost = billed.cost(prices)
@@ -224,9 +192,8 @@ class Metrics:
         self.cost_usd += cost
         return cost
 
-    def summary(self) -> dict[str, Any]:
-        """Everything worth keeping from the run, JSON-ready."""
-        latencies = {
+    def latency_summary(self) -> dict[str, dict[str, float]]:
+        return {
             name: {
                 "count": len(values),
                 "median_ms": round(statistics.median(values) * 1000, 1),
@@ -235,12 +202,36 @@ class Metrics:
             for name, values in sorted(self.timings.items())
             if values
         }
-        c = self.counters
+
+    def summary(self, parts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+        """Everything worth keeping from the run, JSON-ready.
+
+        ``parts`` are the snapshots of the parts that count, by name: ``core``, ``client``,
+        ``player``, ``mic``, ``transcript``, ``tools``, ``app``. The headline figures are
+        read from them; all of them are kept under ``parts``.
+        """
+        parts = parts or {}
+        core = parts.get("core", {})
+
+        def part(name: str, *keys: str) -> int:
+            value: Any = parts.get(name, {})
+            for key in keys:
+                value = value.get(key, 0) if isinstance(value, Mapping) else 0
+            return int(value) if isinstance(value, int | float) else 0
+
         tokens = self.tokens
+        drops = {
+            "mic_blocks": part("mic", "dropped_blocks"),
+            "mic_blocks_offline": part("client", "mic_blocks_dropped_offline"),
+            "player_underruns": part("player", "underruns"),
+            "outbox": part("client", "outbox_dropped"),
+            "late_deltas": part("core", "late_deltas_dropped"),
+            "transcript_records": part("transcript", "dropped"),
+        }
         return {
             "duration_s": round(time.monotonic() - self.started_at, 1),
-            "turns": c["assistant_turns"],
-            "user_turns": c["user_turns"] + c["text_turns"],
+            "turns": part("core", "replies"),
+            "user_turns": part("core", "user_turns") + part("core", "turns", "typed_lines"),
             "tokens": {
                 "input": round(tokens.input),
                 "cached": round(tokens.cached),
@@ -248,16 +239,89 @@ class Metrics:
                 "billed": {name: round(value, 1) for name, value in asdict(tokens).items()},
             },
             "cost_usd": round(self.cost_usd, 6),
-            "latency": latencies,
-            "reconnects": c["reconnects"],
-            "rollovers": c["rollovers"],
-            "compactions": c["compactions"],
-            "truncations": c["truncations"],
-            "drops": {name: c[counter] for name, counter in DROP_COUNTERS.items()},
-            "errors": {
-                name.removeprefix("error_"): n
-                for name, n in sorted(c.items())
-                if name.startswith("error_")
-            },
-            "counters": dict(sorted(c.items())),
+            "latency": self.latency_summary(),
+            "reconnects": part("client", "reconnects"),
+            "rollovers": part("client", "rollovers"),
+            "compactions": part("core", "compaction", "compactions"),
+            "truncations": part("core", "turns", "truncations"),
+            "tool_calls": part("core", "tool_calls", "calls"),
+            "drops": drops,
+            "errors": dict(core.get("errors", {})),
+            "parts": {name: dict(snapshot) for name, snapshot in parts.items()},
         }
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySample:
+    """One latency sample, for listeners that need more than its value (the tracer)."""
+
+    name: str
+    seconds: float
+    at: float
+    """`time.monotonic` when the measured interval ended (``at - seconds``: when it began)."""
+    item_id: str | None = None
+    """The reply it is about, when the tracker knows it."""
+
+
+class LatencyTracker:
+    """Stamps the latencies above from what happened, with `time.monotonic`.
+
+    ``on_sample(name, seconds)`` is called with each new sample (the live console shows it);
+    listeners added with `add_listener` get each as a `LatencySample`. Per-item state is
+    bounded: items flushed before they ever played are forgotten.
+    """
+
+    ITEMS_KEPT = 64
+
+    def __init__(self, metrics: Metrics, on_sample: Callable[[str, float], None]) -> None:
+        self.metrics = metrics
+        self.on_sample = on_sample
+        self.listener_errors = 0
+        self._listeners: list[Callable[[LatencySample], None]] = []
+        self._speech_ended_at: float | None = None
+        self._first_delta_at: dict[str, float] = {}
+
+    def add_listener(self, listener: Callable[[LatencySample], None]) -> None:
+        """Also call ``listener`` with every sample. It must return at once; if it raises, the
+        error is logged and counted and the sample still counts."""
+        self._listeners.append(listener)
+
+    def _sample(self, name: str, seconds: float, at: float, item_id: str | None = None) -> None:
+        seconds = max(0.0, seconds)
+        self.metrics.observe(name, seconds)
+        self.on_sample(name, seconds)
+        if not self._listeners:
+            return
+        sample = LatencySample(name, seconds, at, item_id)
+        for listener in self._listeners:
+            try:
+                listener(sample)
+            except Exception:  # a bug in a listener: logged, never fatal to the conversation
+                self.listener_errors += 1
+                log.exception("latency_listener_failed", sample=name)
+
+    def speech_ended(self) -> None:
+        self._speech_ended_at = time.monotonic()
+
+    def reply_started(self, item_id: str) -> None:
+        now = time.monotonic()
+        self._first_delta_at[item_id] = now
+        while len(self._first_delta_at) > self.ITEMS_KEPT:
+            del self._first_delta_at[next(iter(self._first_delta_at))]
+        if self._speech_ended_at is not None:
+            self._sample(SPEECH_END_TO_FIRST_DELTA, now - self._speech_ended_at, now, item_id)
+            self._speech_ended_at = None
+
+    def first_sample(self, item_id: str, first_sample_at: float) -> None:
+        arrived = self._first_delta_at.pop(item_id, None)
+        if arrived is not None:
+            self._sample(
+                FIRST_DELTA_TO_FIRST_SAMPLE, first_sample_at - arrived, first_sample_at, item_id
+            )
+
+    def barge_in_flushed(self, decided_at: float) -> None:
+        now = time.monotonic()
+        self._sample(BARGE_IN_FLUSH, now - decided_at, now)
+
+    def barge_in_silenced(self, decided_at: float, silenced_at: float) -> None:
+        self._sample(BARGE_IN_TO_SILENCE, silenced_at - decided_at, silenced_at)

@@ -17,36 +17,32 @@ import asyncio
 import contextlib
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from realtime_voicebot.app import RunOptions, VoiceBot
 from realtime_voicebot.audio.output import WavFilePlayer
 from realtime_voicebot.config import Settings
+from realtime_voicebot.core.recap import read_recap
+from realtime_voicebot.errors import VoicebotError
 from realtime_voicebot.fake.config import FakeServerConfig
 from realtime_voicebot.fake.conversation import ItemView
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
-from realtime_voicebot.fake.synth import silence, speech_like
-from realtime_voicebot.state.conversation import SUMMARY_HEADER
+from realtime_voicebot.testing import PushInput, RecordingView, Running, scaled
 from realtime_voicebot.transport.events import (
-    PCM_RATE,
     ClientEventType,
     Dialect,
     ServerEventType,
     wire_name,
 )
-from realtime_voicebot.ui import ConversationView
 
 BLOCK_MS = 20
 TURN_PAUSE_S = 1.0
 """Silence after each utterance: long enough for the server's VAD to end the turn."""
-POLL_S = 0.01
 STOP_TIMEOUT_S = 10.0
 DEFAULT_WAIT_S = 8.0
 DEFAULT_SPEED = 20.0
@@ -57,7 +53,7 @@ DEFAULT_PACE = 5.0
 AdjustServer = Callable[[FakeServerConfig], None]
 
 
-class StepFailed(Exception):
+class StepFailed(VoicebotError):
     """A check of a step did not hold; the message says which and what was seen."""
 
 
@@ -77,117 +73,32 @@ class StepResult:
     """What a passed step measured, e.g. the truncate position."""
 
 
-class PushInput:
-    """An `AudioInput` fed programmatically: pushed samples reach the app in blocks, in order.
-
-    The self-test's microphone; the test suite and the benchmarks feed the app through it too.
-    A full queue drops the block and counts it.
-    """
-
-    sample_rate = PCM_RATE
-
-    def __init__(self, max_blocks: int = 50_000, block_ms: int = BLOCK_MS) -> None:
-        self.level_dbfs = -90.0
-        self.dropped_blocks = 0
-        self.overflows = 0
-        self._block_bytes = PCM_RATE * block_ms // 1000 * 2
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=max_blocks)
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    def push(self, samples: np.ndarray[Any, Any]) -> None:
-        pcm = samples.astype("<i2").tobytes()
-        for start in range(0, len(pcm), self._block_bytes):
-            try:
-                self._queue.put_nowait(pcm[start : start + self._block_bytes])
-            except asyncio.QueueFull:
-                self.dropped_blocks += 1
-
-    def say(self, seconds: float, seed: int = 0, pause_s: float = 0.0) -> None:
-        """Speech-like audio, then ``pause_s`` of silence (long enough ends the turn)."""
-        self.push(speech_like(seconds, seed=seed))
-        if pause_s > 0:
-            self.pause(pause_s)
-
-    def pause(self, seconds: float) -> None:
-        self.push(silence(seconds))
-
-    async def read(self) -> bytes:
-        return await self._queue.get()
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while True:
-            yield await self.read()
-
-
-@dataclass
-class RecordingView(ConversationView):
-    """A silent `ConversationView` that keeps what the app showed (what it does not keep,
-    it ignores: the protocol's other methods)."""
-
-    user: list[str] = field(default_factory=list)
-    assistant: list[tuple[str, str, bool]] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    compactions: list[tuple[int, int]] = field(default_factory=list)
-
-    def user_said(self, text: str) -> None:
-        self.user.append(text)
-
-    def assistant_delta(self, item_id: str, text: str) -> None:
-        return None
-
-    def assistant_done(self, item_id: str, text: str, truncated: bool) -> None:
-        self.assistant.append((item_id, text, truncated))
-
-    def status(self, text: str) -> None:
-        return None
-
-    def notice(self, text: str) -> None:
-        self.notices.append(text)
-
-    def error(self, text: str) -> None:
-        self.errors.append(text)
-
-    def level(self, dbfs: float) -> None:
-        return None
-
-    def window(self, tokens: int, threshold: int) -> None:
-        return None
-
-    def latency(self, name: str, seconds: float) -> None:
-        return None
-
-    def cost(self, usd: float) -> None:
-        return None
-
-    def compaction(self, items: int, summary_chars: int) -> None:
-        self.compactions.append((items, summary_chars))
-
-    def summary(self, data: dict[str, Any]) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
 @dataclass
 class BotRun:
-    """One running bot against its own fake server, and the waits and checks steps use."""
+    """One running bot against its own fake server, and the waits and checks steps use.
 
-    server: FakeRealtimeServer
-    bot: VoiceBot
+    Waits are event-driven (`Running.until`, the player's `wait_played`), and their timeouts
+    are scaled by ``VOICEBOT_TEST_TIMEOUT_FACTOR`` like the project's tests.
+    """
+
+    running: Running
     mic: PushInput
     player: WavFilePlayer
-    view: RecordingView
-    task: asyncio.Task[int]
     wait_s: float
     dialect: Dialect
     details: list[str] = field(default_factory=list)
+
+    @property
+    def server(self) -> FakeRealtimeServer:
+        return self.running.server
+
+    @property
+    def bot(self) -> VoiceBot:
+        return self.running.bot
+
+    @property
+    def view(self) -> RecordingView:
+        return self.running.view
 
     def note(self, text: str) -> None:
         """A figure to print next to the step when it passes."""
@@ -195,13 +106,30 @@ class BotRun:
 
     async def until(self, predicate: Callable[[], object], what: str) -> None:
         """Wait until ``predicate()`` holds; fail if the bot stops or ``wait_s`` passes."""
-        deadline = time.monotonic() + self.wait_s
-        while not predicate():
-            if self.task.done():
-                raise StepFailed(f"the bot stopped while waiting for {what}{self.errors_suffix()}")
-            if time.monotonic() > deadline:
-                raise StepFailed(f"no {what} within {self.wait_s:g} s{self.errors_suffix()}")
-            await asyncio.sleep(POLL_S)
+        try:
+            await self.running.until(predicate, self.wait_s)
+        except TimeoutError:
+            raise StepFailed(
+                f"no {what} within {scaled(self.wait_s):g} s{self.errors_suffix()}"
+            ) from None
+        except RuntimeError:
+            if not self.running.task.done():
+                raise
+            raise StepFailed(
+                f"the bot stopped while waiting for {what}{self.errors_suffix()}"
+            ) from None
+
+    async def played(self, item_id: str, ms: float) -> None:
+        """Wait until the player has played ``ms`` of the item; fail if it ended short."""
+        what = f"{ms:g} ms of {item_id} played"
+        try:
+            async with asyncio.timeout(scaled(self.wait_s)):
+                reached = await self.player.wait_played(item_id, ms)
+        except TimeoutError:
+            raise StepFailed(f"no {what} within {scaled(self.wait_s):g} s") from None
+        check(
+            reached, f"{item_id} ended after {self.player.played_ms(item_id):.0f} ms, before {what}"
+        )
 
     def errors_suffix(self) -> str:
         """The bot's last error message, to append to a failure reason."""
@@ -234,6 +162,7 @@ class BotRun:
         )
         pair = found()
         assert pair is not None
+        # The player's end of an item reaches the bot's core, which wakes `until`.
         await self.until(
             lambda: self.player.is_finished(pair[1].id), f"reply to {transcript!r} played"
         )
@@ -318,7 +247,7 @@ async def barge_in(run: BotRun) -> None:
         lambda: any(i.role == "assistant" for i in session.items), "assistant item on the server"
     )
     reply_id = next(i.id for i in session.items if i.role == "assistant")
-    await run.until(lambda: run.player.played_ms(reply_id) >= 400, "400 ms of the reply played")
+    await run.played(reply_id, 400)
     run.mic.say(0.8, seed=3, pause_s=TURN_PAUSE_S)
 
     def truncates() -> list[dict[str, Any]]:
@@ -366,20 +295,23 @@ async def compaction(run: BotRun) -> None:
     first = await run.reply_to(session, "My sister Ada moved to Lisbon in 2019.")
     run.mic.say(1.0, seed=5, pause_s=TURN_PAUSE_S)
     second = await run.reply_to(session, "What is the weather like there?")
-    runner = run.bot.runner
-    assert runner is not None
+    compactor = run.bot.core.compactor
     await run.until(
-        lambda: runner.metrics.compactions >= 1 and not runner.in_flight,
-        f"compaction (window {run.bot.state.window_tokens} tokens)",
+        lambda: compactor.stats.compactions >= 1 and not compactor.in_flight,
+        f"compaction (window {run.bot.core.conversation.window_tokens} tokens)",
     )
     items = session.items
     check(bool(items), "the server's conversation is empty")
     summary = items[0]
+    try:
+        summary_text, _ = read_recap(summary.text)
+    except ValueError:
+        summary_text = None
     check(
-        summary.role == "system" and summary.text.startswith(SUMMARY_HEADER),
+        summary.role == "system" and summary_text is not None,
         f"the first server item is not the summary: {summary.role} {summary.text[:40]!r}",
     )
-    check("Lisbon" in summary.text, f"the summary lost the first turn: {summary.text!r}")
+    check("Lisbon" in (summary_text or ""), f"the summary lost the first turn: {summary.text!r}")
     gone = {first[0].id, first[1].id}
     left = gone & {i.id for i in items}
     check(not left, f"{len(left)} summarized items are still on the server: {sorted(left)}")
@@ -388,7 +320,7 @@ async def compaction(run: BotRun) -> None:
     check(tail[:2] == kept, f"the server kept {tail}, expected the last turn {kept}")
     deleted = {e.get("item_id") for e in run.received_of(session, ClientEventType.ITEM_DELETE)}
     check(gone <= deleted, f"the server got deletes for {deleted}, expected {gone}")
-    mirror = [i.id for i in run.bot.state.mirror]
+    mirror = run.bot.core.conversation.order
     check(mirror == [i.id for i in items], "the bot's mirror differs from the server's items")
     check(bool(run.view.compactions), "the console did not show the compaction")
     run.note(f"{len(gone)} items -> summary at root, {len(items) - 1} kept")
@@ -410,7 +342,7 @@ async def dropped_connection(run: BotRun) -> None:
     check(second.items[0].id == seed_id, "the seed is not the new conversation's first item")
     _, answer = await run.reply_to(second, "What was the word?")
     run.check_played_whole(answer)
-    reconnects = run.bot.metrics.counters.get("reconnects", 0)
+    reconnects = run.bot.summary()["reconnects"]
     check(reconnects == 1, f"{reconnects} reconnects counted, expected 1")
     run.note(f"re-seeded with {len(text)} chars")
 
@@ -430,11 +362,8 @@ async def session_rollover(run: BotRun) -> None:
     run.mic.say(1.0, seed=9, pause_s=TURN_PAUSE_S)
     _, answer = await run.reply_to(second, "Which number?")
     run.check_played_whole(answer)
-    counters = run.bot.metrics.counters
-    check(
-        counters.get("rollovers", 0) + counters.get("reconnects", 0) >= 1,
-        "no rollover was counted",
-    )
+    summary = run.bot.summary()
+    check(summary["rollovers"] + summary["reconnects"] >= 1, "no rollover was counted")
     run.note("rolled over before expiry" if clean else "recovered from expiry")
 
 
@@ -496,7 +425,7 @@ async def _run_bot(
     options = RunOptions(text_lines=asyncio.Queue(1))
     bot = VoiceBot(settings, options, view, audio_in=mic, audio_out=player)
     task = asyncio.create_task(bot.run(), name=f"selftest-{step.name}")
-    run = BotRun(server, bot, mic, player, view, task, wait_s, dialect)
+    run = BotRun(Running(bot, server, task, view), mic, player, wait_s, dialect)
     reason = ""
     code: int | None = None
     try:
@@ -506,9 +435,9 @@ async def _run_bot(
     finally:
         bot.stop()
         try:
-            code = await asyncio.wait_for(task, STOP_TIMEOUT_S)
+            code = await asyncio.wait_for(task, scaled(STOP_TIMEOUT_S))
         except TimeoutError:
-            reason = reason or f"the bot did not stop within {STOP_TIMEOUT_S:g} s"
+            reason = reason or f"the bot did not stop within {scaled(STOP_TIMEOUT_S):g} s"
         except Exception as exc:
             reason = reason or f"the bot crashed: {type(exc).__name__}: {exc}"
     if not reason and code != 0:

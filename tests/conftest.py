@@ -9,15 +9,25 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from realtime_voicebot.testing import TIMEOUT_FACTOR_ENV
+
+
+def remove_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset every VOICEBOT_/OpenAI/Azure variable but the test timeout factor, which is for
+    the tests themselves."""
+    for name in list(os.environ):
+        if name != TIMEOUT_FACTOR_ENV and name.startswith(
+            ("VOICEBOT_", "OPENAI_", "AZURE_OPENAI_")
+        ):
+            monkeypatch.delenv(name, raising=False)
+
 
 @pytest.fixture(autouse=True)
 def clean_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[None]:
     """No VOICEBOT_/OpenAI/Azure variables and no .env from the developer's shell leak in."""
-    for name in list(os.environ):
-        if name.startswith(("VOICEBOT_", "OPENAI_", "AZURE_OPENAI_")):
-            monkeypatch.delenv(name, raising=False)
+    remove_settings_from_env(monkeypatch)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     yield
 

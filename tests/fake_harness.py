@@ -21,11 +21,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from realtime_voicebot.fake.server import FakeRealtimeServer
+from realtime_voicebot.testing import scaled
 from realtime_voicebot.transport import events as ev
 from tests.spec import validate_client, validate_server
 
 JSON = dict[str, Any]
-WAIT_S = 5.0
+WAIT_S = scaled(5.0)
 
 
 class HarnessError(AssertionError):

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from realtime_voicebot.testing import scaled
+
 RATE = 24000
 CHUNK_BYTES = RATE // 100 * 2  # 10 ms reads
 
@@ -33,9 +35,11 @@ def rig_problem() -> str | None:
     if not all(shutil.which(tool) for tool in ("pactl", "parecord", "paplay", "pacat")):
         return "pulseaudio-utils are not installed (bash scripts/audio-rig.sh install)"
     try:
-        info = subprocess.run(["pactl", "info"], capture_output=True, timeout=5, check=False)
+        info = subprocess.run(
+            ["pactl", "info"], capture_output=True, timeout=scaled(5), check=False
+        )
         sinks = subprocess.run(
-            ["pactl", "list", "short", "sinks"], capture_output=True, timeout=5, check=False
+            ["pactl", "list", "short", "sinks"], capture_output=True, timeout=scaled(5), check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"pactl failed: {exc}"
@@ -108,7 +112,7 @@ class MonitorRecorder:
         if proc is not None:
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
+                proc.wait(scaled(5))
             if proc.returncode is None:
                 proc.kill()
                 proc.wait()
@@ -229,7 +233,7 @@ def _remove_after(proc: subprocess.Popen[bytes], path: Path) -> None:
 
 
 def pactl(*args: str) -> str:
-    result = subprocess.run(["pactl", *args], capture_output=True, text=True, timeout=10)
+    result = subprocess.run(["pactl", *args], capture_output=True, text=True, timeout=scaled(10))
     if result.returncode != 0:
         raise RuntimeError(f"pactl {' '.join(args)}: {result.stderr.strip()}")
     return result.stdout.strip()
@@ -265,7 +269,8 @@ def echo_path(
 
 
 def _sink_input_of(module: int, timeout_s: float = 5.0) -> int:
-    deadline = time.monotonic() + timeout_s
+    """PulseAudio tells of a new sink input through `pactl` only: asked every 50 ms."""
+    deadline = time.monotonic() + scaled(timeout_s)
     while True:
         current: int | None = None
         for line in pactl("list", "sink-inputs").splitlines():

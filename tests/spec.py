@@ -10,7 +10,11 @@ from typing import Annotated, Any
 
 from openai.types.beta.realtime import RealtimeClientEvent as BetaClientEvent
 from openai.types.beta.realtime import RealtimeServerEvent as BetaServerEvent
-from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
+from openai.types.realtime import (
+    RealtimeClientEvent,
+    RealtimeServerEvent,
+    ResponseCreateEventWithReferencesParam,
+)
 from pydantic import Field, TypeAdapter
 
 _ADAPTERS: dict[tuple[str, str], TypeAdapter[Any]] = {
@@ -27,3 +31,21 @@ def validate_client(event: dict[str, Any], dialect: str = "ga") -> Any:
 
 def validate_server(event: dict[str, Any], dialect: str = "ga") -> Any:
     return _ADAPTERS[("server", dialect)].validate_python(event)
+
+
+_GA_RESPONSE_CREATE_WITH_REFERENCES: TypeAdapter[Any] = TypeAdapter(
+    ResponseCreateEventWithReferencesParam
+)
+
+
+def validate_ga_response_create_with_references(event: dict[str, Any]) -> Any:
+    """A GA ``response.create`` whose ``input`` holds ``item_reference`` entries.
+
+    The SDK's pydantic union has no item reference in ``response.input``; its request
+    TypedDict does. The TypedDict validates iterables lazily, so the input is walked here.
+    """
+    validated = _GA_RESPONSE_CREATE_WITH_REFERENCES.validate_python(event)
+    response = validated.get("response") or {}
+    if "input" in response:
+        response["input"] = list(response["input"])
+    return validated

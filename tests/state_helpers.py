@@ -12,7 +12,8 @@ import itertools
 import json
 from typing import Any
 
-from realtime_voicebot.state.conversation import ConversationState
+from realtime_voicebot.core import CoreConfig, Playback, SessionCore
+from realtime_voicebot.core import actions as a
 from realtime_voicebot.transport.events import PCM_BYTES_PER_MS, EventParser, ServerEvent
 
 from .spec import validate_server
@@ -143,6 +144,11 @@ class Server:
             "input_audio_buffer.speech_stopped", item_id=item_id, audio_end_ms=audio_end_ms
         )
 
+    def committed(self, item_id: str, previous_item_id: str | None = None) -> ServerEvent:
+        return self.event(
+            "input_audio_buffer.committed", item_id=item_id, previous_item_id=previous_item_id
+        )
+
     def transcript_delta(self, item_id: str, delta: str) -> ServerEvent:
         return self.event(
             "conversation.item.input_audio_transcription.delta",
@@ -170,11 +176,16 @@ class Server:
 
     # --- responses -----------------------------------------------------------------------
 
-    def response_created(self, response_id: str) -> ServerEvent:
-        return self.event(
-            "response.created",
-            response={"id": response_id, "object": "realtime.response", "status": "in_progress"},
-        )
+    def response_created(
+        self, response_id: str, *, out_of_band: bool = False, metadata: JSON | None = None
+    ) -> ServerEvent:
+        """``out_of_band``: ``conversation_id`` null (``conversation: "none"``)."""
+        response: JSON = {"id": response_id, "object": "realtime.response", "status": "in_progress"}
+        if out_of_band:
+            response["conversation_id"] = None
+        if metadata is not None:
+            response["metadata"] = metadata
+        return self.event("response.created", response=response)
 
     def response_done(
         self,
@@ -182,12 +193,19 @@ class Server:
         status: str = "completed",
         usage: JSON | None = None,
         output: list[JSON] | None = None,
+        *,
+        out_of_band: bool = False,
+        metadata: JSON | None = None,
     ) -> ServerEvent:
         response: JSON = {"id": response_id, "object": "realtime.response", "status": status}
         if usage is not None:
             response["usage"] = usage
         if output is not None:
             response["output"] = output
+        if out_of_band:
+            response["conversation_id"] = None
+        if metadata is not None:
+            response["metadata"] = metadata
         return self.event("response.done", response=response)
 
     def output_item_added(self, response_id: str, item: JSON) -> ServerEvent:
@@ -266,21 +284,59 @@ def usage(
 
 
 class Conversation:
-    """A `ConversationState` fed by a `Server`: scripted turns, every sent event collected."""
+    """A `SessionCore` fed by a `Server`: scripted turns; every action and sent event kept.
 
-    def __init__(self, dialect: str = "ga", **state_args: Any) -> None:
+    ``state`` is the core's `Conversation` (the mirror and history). ``playback`` is what the
+    core reads as the player's position; set it before a barge-in.
+    """
+
+    def __init__(self, dialect: str = "ga", **config: Any) -> None:
         self.srv = Server(dialect)
-        self.state = ConversationState(**state_args)
+        self.playback = Playback()
+        config = CoreConfig(dialect=dialect, **config)  # type: ignore[arg-type]
+        self.core = SessionCore(config, playback=lambda: self.playback)
+        self.state = self.core.conversation
+        self.actions: list[a.Action] = []
         self.sent: list[JSON] = []
+        self.records: list[JSON] = []
         self._audio_clock = 0
         self.last_id: str | None = None
+        self.take(self.core.session_started(1, "start", None))
+
+    def take(self, actions: list[a.Action]) -> list[JSON]:
+        """Keep ``actions``; the client events among them."""
+        self.actions.extend(actions)
+        sent = [x.event for x in actions if isinstance(x, a.Send)]
+        self.sent.extend(sent)
+        self.records.extend(x.record for x in actions if isinstance(x, a.Record))
+        return sent
 
     def apply(self, *events: ServerEvent) -> list[JSON]:
+        """Feed server events; the client events the core sent in answer."""
         out: list[JSON] = []
         for event in events:
-            out.extend(self.state.apply(event))
-        self.sent.extend(out)
+            out.extend(self.take(self.core.server_event(event)))
         return out
+
+    def interrupt(self, played_ms: float, item_id: str | None) -> list[JSON]:
+        """The user talks over ``item_id`` after ``played_ms`` of it: the truncate or delete."""
+        self.playback = Playback(item_id, played_ms, audible=True, has_output=True)
+        sent = self.take(self.core.interrupt("speech"))
+        self.playback = Playback(has_output=True)
+        return sent
+
+    def new_session(self, reason: str = "reconnect") -> list[JSON]:
+        """The connection was replaced: the client events the new session gets first."""
+        number = self.core.session_number + 1
+        self.last_id = None
+        return self.take(self.core.session_started(number, reason, None))
+
+    def should_play(self, event: ServerEvent) -> bool:
+        return self.state.should_play(event.item_id or "", event.response_id)
+
+    def take_records(self) -> list[JSON]:
+        records, self.records = self.records, []
+        return records
 
     def user_turn(
         self,
@@ -297,6 +353,7 @@ class Conversation:
         self.apply(
             srv.speech_started(item_id, start),
             srv.speech_stopped(item_id, start + speech_ms),
+            srv.committed(item_id, self.last_id),
             srv.item_added(srv.user_audio_item(item_id), previous_item_id=self.last_id),
         )
         self.last_id = item_id

@@ -16,7 +16,7 @@ from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
 from realtime_voicebot.fake.synth import silence, speech_like
-from realtime_voicebot.selftest import PushInput
+from realtime_voicebot.testing import PushInput
 from realtime_voicebot.transport.events import PCM_RATE
 
 from .app_harness import fake_config, settings_for, start_bot, write_wav
@@ -122,7 +122,7 @@ async def test_drop_mid_utterance_resends_the_audio_in_flight(tmp_path: Path) ->
     assert utterance[0].audio_ms >= 1100
     assert running.bot.client is not None
     assert running.bot.client.audio.replayed_blocks > 0
-    assert running.bot.metrics.counters["reconnects"] == 1
+    assert running.bot.summary()["reconnects"] == 1
     validate_sent(second)
 
 
@@ -175,7 +175,7 @@ async def test_rollover_before_the_session_limit(tmp_path: Path) -> None:
     assert first.ended_by == "client" and first.close_code == 1000
     assert "session_expired" not in json.dumps(first.sent)
     assert "remember the number 42" in second.received[1]["item"]["content"][0]["text"]
-    assert running.bot.metrics.counters["rollovers"] >= 1
+    assert running.bot.summary()["rollovers"] >= 1
 
 
 async def test_recovers_when_the_server_expires_the_session(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from realtime_voicebot.audio.files import AudioFileError, WavFileInput, load_wav_pcm16_24k
 from realtime_voicebot.audio.input import MicrophoneInput
+from realtime_voicebot.testing import scaled
 
 RATE = 24000
 
@@ -65,12 +66,12 @@ async def test_callback_copies_blocks_and_the_bounded_queue_counts_drops() -> No
     mic._on_block(indata, 480, None, Status(input_overflow=True))
     assert mic.dropped_blocks == 3
     assert mic.overflows == 1
-    blocks = [pcm(await asyncio.wait_for(mic.read(), 5)) for _ in range(4)]
+    blocks = [pcm(await asyncio.wait_for(mic.read(), scaled(5))) for _ in range(4)]
     assert [int(block[0]) for block in blocks] == [1, 2, 3, 4]
     assert all(block.shape == (480,) and np.all(block == block[0]) for block in blocks)
     indata[:, 0] = 7  # slots are free again once read
     mic._on_block(indata, 480, None, Status())
-    assert int(pcm(await asyncio.wait_for(mic.read(), 5))[0]) == 7
+    assert int(pcm(await asyncio.wait_for(mic.read(), scaled(5)))[0]) == 7
     assert mic.dropped_blocks == 3
     assert mic.level_dbfs == pytest.approx(20 * np.log10(7 / 32768), abs=0.01)
 
@@ -87,7 +88,7 @@ async def test_blocks_from_a_callback_thread_arrive_in_order() -> None:
 
     thread = threading.Thread(target=device)
     thread.start()
-    firsts = [int(pcm(await asyncio.wait_for(mic.read(), 5))[0]) for _ in range(50)]
+    firsts = [int(pcm(await asyncio.wait_for(mic.read(), scaled(5)))[0]) for _ in range(50)]
     thread.join()
     assert firsts == list(range(50))
     assert mic.dropped_blocks == 0
@@ -101,7 +102,9 @@ async def test_microphone_resamples_48k_to_24k_on_the_loop() -> None:
         mic._on_block(signal[start : start + 960].reshape(-1, 1), 960, None, Status())
     await asyncio.sleep(0)  # let the loop run the handed-over blocks into the queue
     await mic.stop()
-    result = np.concatenate([pcm(block) for block in await asyncio.wait_for(_collect(mic), 5)])
+    result = np.concatenate(
+        [pcm(block) for block in await asyncio.wait_for(_collect(mic), scaled(5))]
+    )
     assert mic.dropped_blocks == 0
     assert 24000 - 1000 <= result.shape[0] <= 24000  # the filter holds back ≤ ~20 ms
     assert dominant_hz(result, RATE) == pytest.approx(1000, abs=2)
@@ -125,7 +128,7 @@ async def test_echo_hook_runs_on_the_loop_before_yielding() -> None:
     mic.prepare()
     mic._on_block(tone(440, 480).reshape(-1, 1), 480, None, Status())
     assert echo.calls == 0  # nothing runs in the callback
-    block = pcm(await asyncio.wait_for(mic.read(), 5))
+    block = pcm(await asyncio.wait_for(mic.read(), scaled(5)))
     assert echo.calls == 1
     assert not block.any()
     assert mic.level_dbfs > -30  # the level shows the raw mic
@@ -139,7 +142,7 @@ async def test_stop_ends_reading_and_iteration() -> None:
     reader = asyncio.create_task(_collect(mic))
     await asyncio.sleep(0)
     await mic.stop()
-    blocks = await asyncio.wait_for(reader, 5)
+    blocks = await asyncio.wait_for(reader, scaled(5))
     assert len(blocks) == 1
     assert await mic.read() == b""
     mic._on_block(tone(440, 480).reshape(-1, 1), 480, None, Status())  # late callback: ignored
@@ -165,13 +168,13 @@ async def test_wav_input_streams_in_order_resampled_then_silence(tmp_path: Path)
     assert source.duration_s == pytest.approx(0.5, abs=0.001)
     blocks = []
     while not source.finished.is_set():
-        blocks.append(pcm(await asyncio.wait_for(source.read(), 5)))
+        blocks.append(pcm(await asyncio.wait_for(source.read(), scaled(5))))
     assert len(blocks) == 25  # 0.5 s in 20 ms blocks
     assert all(block.shape == (480,) for block in blocks)
     audio = np.concatenate(blocks)
     assert dominant_hz(audio[:5760], RATE) == pytest.approx(500, abs=5)
     assert dominant_hz(audio[6240:], RATE) == pytest.approx(1500, abs=5)
-    after = pcm(await asyncio.wait_for(source.read(), 5))
+    after = pcm(await asyncio.wait_for(source.read(), scaled(5)))
     assert after.shape == (480,) and not after.any()
     await source.stop()
     assert await source.read() == b""
@@ -197,7 +200,7 @@ async def test_wav_input_is_paced_by_absolute_deadlines(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     for index in range(11):
-        await asyncio.wait_for(source.read(), 5)
+        await asyncio.wait_for(source.read(), scaled(5))
         assert loop.time() >= started + (index + 1) * block_s - 0.001, "never ahead of time"
     time.sleep(0.15)  # noqa: ASYNC251 - a stalled loop: the source must catch up, not drift
     # Every block due during the stall comes at once (a drifting source would make each wait).
@@ -233,4 +236,26 @@ async def test_empty_wav_is_finished_at_once(tmp_path: Path) -> None:
     source = WavFileInput(path, pace=100.0)
     await source.start()
     assert source.finished.is_set()
-    assert not pcm(await asyncio.wait_for(source.read(), 5)).any()
+    assert not pcm(await asyncio.wait_for(source.read(), scaled(5))).any()
+
+
+async def test_blocks_are_stamped_with_the_speaker_clock_when_given_one() -> None:
+    from realtime_voicebot.audio.output import PlaybackTap
+
+    clock = PlaybackTap(48000)  # the speaker runs at 48 kHz, the mic at 24 kHz
+    mic = MicrophoneInput(chunk_ms=20, device_rate=RATE, queue_blocks=4, clock=clock)
+    mic.prepare()
+    clock.append(np.zeros(960, dtype=np.int16))
+    mic._on_block(tone(440, 480).reshape(-1, 1), 480, None, Status())
+    clock.append(np.zeros(960, dtype=np.int16))
+    mic._on_block(tone(440, 480).reshape(-1, 1), 480, None, Status())
+    await mic.read()
+    assert mic.capture_end_position == 960 + 960  # captured from 960 on, 20 ms at 48 kHz
+    await mic.read()
+    assert mic.capture_end_position == 1920 + 960
+
+    unclocked = MicrophoneInput(chunk_ms=20, device_rate=RATE, queue_blocks=4)
+    unclocked.prepare()
+    unclocked._on_block(tone(440, 480).reshape(-1, 1), 480, None, Status())
+    await unclocked.read()
+    assert unclocked.capture_end_position is None

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from realtime_voicebot.audio.output import AudioPlayer, PlaybackTap, WavFilePlayer
+from realtime_voicebot.testing import scaled
 
 RATE = 24000
 
@@ -226,6 +227,51 @@ def test_hard_cut_would_fail_the_click_check() -> None:
     assert abs(int(before[-1]) - 0) > natural_step + 16000 / 120 + 1
 
 
+def test_pause_goes_silent_within_one_block_and_keeps_the_position() -> None:
+    player = AudioPlayer(jitter_ms=0, fade_ms=5)
+    audio = tone(1000, 1000)
+    player.write("a", audio[:12000].tobytes())
+    before = player.pull(487)
+    player.pause()
+    paused = player.pull(480).astype(np.int32)
+    fade = player.fade_samples
+    steps = np.abs(np.diff(np.concatenate([[int(before[-1])], paused[: fade + 1]])))
+    assert np.max(steps) <= abs(int(before[-1])) / fade + 1  # a ramp, no click
+    assert not paused[fade:].any()
+    assert not player.pull(480).any() and not player.is_audible
+    assert player.played_ms("a") == ms_of(487)  # nothing more counted as heard
+    assert player.head_item_id == "a" and player.playing_item_id is None
+    player.write("a", audio[12000:].tobytes())  # the reply keeps arriving while paused
+    player.resume()
+    resumed = player.pull(480).astype(np.int32)
+    # Resumes at the very next sample, ramped in over the fade length.
+    ramp = np.arange(1, fade + 1) / fade
+    expected_head = np.rint(audio[487 : 487 + fade] * ramp)
+    assert np.max(np.abs(resumed[:fade] - expected_head)) <= 1
+    assert np.array_equal(resumed[fade:], audio[487 + fade : 487 + 480].astype(np.int32))
+    assert player.played_ms("a") == ms_of(487 + 480)
+
+
+def test_a_player_that_is_not_paused_plays_through() -> None:
+    player = AudioPlayer(jitter_ms=0, fade_ms=5)
+    audio = tone(1000, 100)
+    player.write("a", audio.tobytes())
+    player.resume()  # resuming what was never paused changes nothing
+    out = player.pull(960)
+    assert np.array_equal(out, audio[:960]) and player.played_ms("a") == ms_of(960)
+
+
+def test_flush_while_paused_discards_and_plays_the_next_reply() -> None:
+    player = AudioPlayer(jitter_ms=0, fade_ms=5)
+    player.write("a", tone(1000, 200).tobytes())
+    player.pull(480)
+    player.pause()
+    assert player.flush() == "a"
+    player.write("b", tone(500, 100).tobytes())
+    player.pull(480)  # the flush's fade
+    assert player.pull(480).any() and player.playing_item_id == "b"
+
+
 def test_flush_with_nothing_buffered_ramps_from_the_last_level() -> None:
     player = AudioPlayer(jitter_ms=0, fade_ms=5)
     audio = tone(1000, 1000)[:487]
@@ -303,7 +349,7 @@ async def test_wait_finished_from_a_callback_thread() -> None:
     thread = threading.Thread(target=device)
     thread.start()
     try:
-        assert await asyncio.wait_for(player.wait_finished("a"), 5) is True
+        assert await asyncio.wait_for(player.wait_finished("a"), scaled(5)) is True
     finally:
         stop.set()
         thread.join()
@@ -318,7 +364,7 @@ async def test_wait_finished_returns_false_on_flush() -> None:
     waiter = asyncio.create_task(player.wait_finished("a"))
     await asyncio.sleep(0)
     player.flush()
-    assert await asyncio.wait_for(waiter, 5) is False
+    assert await asyncio.wait_for(waiter, scaled(5)) is False
 
 
 def test_tap_records_everything_pulled() -> None:
@@ -360,12 +406,12 @@ async def test_wav_file_player_writes_the_interrupted_reply(tmp_path: Path) -> N
         for start in range(0, first.shape[0], 480):
             player.write("a", first[start : start + 480].tobytes())
         player.end_item("a")
-        await asyncio.wait_for(player.reached.wait(), 5)
+        await asyncio.wait_for(player.reached.wait(), scaled(5))
         assert player.flush() == "a"
         played_a = round(player.played_ms("a") * RATE / 1000)
         player.write("b", second.tobytes())
         player.end_item("b")
-        assert await asyncio.wait_for(player.wait_finished("b"), 5)
+        assert await asyncio.wait_for(player.wait_finished("b"), scaled(5))
     finally:
         await player.stop()
     with wave.open(str(path), "rb") as wav:
@@ -390,7 +436,7 @@ async def test_wav_file_player_can_follow_the_wall_clock(tmp_path: Path) -> None
     )
     await player.start()
     try:
-        await asyncio.wait_for(player.reached.wait(), 5)
+        await asyncio.wait_for(player.reached.wait(), scaled(5))
     finally:
         await player.stop()
     with wave.open(str(path), "rb") as wav:

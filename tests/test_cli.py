@@ -68,7 +68,7 @@ def test_unknown_provider_rejected() -> None:
 
 
 def test_secret_flags_are_not_offered() -> None:
-    result = runner.invoke(app, ["config", "show", "--help"])
+    result = runner.invoke(app, ["config", "show", "--help"], env={"COLUMNS": "160"})
     assert result.exit_code == 0
     assert "--openai-api-key" not in result.output
     assert "--summary-threshold" in result.output

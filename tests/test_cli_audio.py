@@ -14,8 +14,8 @@ from realtime_voicebot.app import RunOptions, VoiceBot
 from realtime_voicebot.audio import devices
 from realtime_voicebot.cli import app
 from realtime_voicebot.config import load_settings
+from realtime_voicebot.testing import RecordingView, scaled
 
-from .app_harness import RecordingView
 from .rig import rig_problem
 
 runner = CliRunner()
@@ -87,13 +87,13 @@ async def test_run_without_a_usable_device_falls_back_to_text_mode(tmp_path: Pat
     lines.put_nowait(None)
     view = RecordingView()
     bot = VoiceBot(settings, RunOptions(fake_server=True, text_lines=lines), view)
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(scaled(20)):
         assert await bot.run() == 0
     fallback = [n for n in view.notices if "falling back to text mode" in n]
     assert len(fallback) == 1, view.notices
     if rig_problem() is None:
         assert "No device matches 'no-such-device'" in fallback[0]
-    assert bot.options.text
+    assert bot.text_only and not bot.options.text  # the options are never rewritten
     assert bot.audio_in is None and bot.audio_out is None
     assert [text for _, text, _ in view.assistant] == ["You said: hello there"]
     assert not view.errors

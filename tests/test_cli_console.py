@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import pty
@@ -25,11 +26,10 @@ from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.synth import silence, speech_like
 from realtime_voicebot.metrics import SPEECH_END_TO_FIRST_DELTA
-from realtime_voicebot.selftest import PushInput
+from realtime_voicebot.testing import PushInput, scaled
 
 from .app_harness import fake_config, settings_for, start_bot, write_wav
 from .test_cli_run import VOICEBOT, clean_env, run_cli
-from .waiting import eventually
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -129,8 +129,8 @@ async def test_the_view_gets_level_window_latency_cost_and_the_summary(tmp_path:
             audio_in=wav,
             audio_out=player,
         )
-        await eventually(lambda: len(running.view.assistant) == 1, 10)
-        await eventually(lambda: running.view.statuses[-1:] == ["listening"], 5)
+        await running.until(lambda: len(running.view.assistant) == 1, 10)
+        await running.until(lambda: running.view.statuses[-1:] == ["listening"], 5)
         assert await running.stop() == 0
 
     view = running.view
@@ -140,7 +140,8 @@ async def test_the_view_gets_level_window_latency_cost_and_the_summary(tmp_path:
     # Passed on at most every LEVEL_INTERVAL_S: the speech is loud, the leading silence not.
     assert max(view.levels) > -40 and min(view.levels) < -80
     assert len(view.levels) < wav.blocks_read / 2
-    assert view.windows[-1] == (bot.state.window_tokens, 5000) and bot.state.window_tokens > 0
+    window = bot.core.conversation.window_tokens
+    assert view.windows[-1] == (window, 5000) and window > 0
     assert view.costs[-1] == pytest.approx(bot.metrics.cost_usd) and view.costs[-1] > 0
     names = {name for name, _ in view.latencies}
     assert {SPEECH_END_TO_FIRST_DELTA, "first_delta_to_first_sample"} <= names
@@ -163,10 +164,11 @@ async def test_typed_lines_are_text_turns_in_voice_mode(tmp_path: Path) -> None:
         )
         session = await running.session(1)
         await lines.put("typed while the mic is open")
-        await eventually(lambda: len(running.view.assistant) == 1, 10)
+        await running.until(lambda: len(running.view.assistant) == 1, 10)
         await lines.put(None)  # the end of typed input does not end a voice run
         mic.pause(0.2)
-        await eventually(lambda: mic._queue.empty(), 5)
+        # Each block the bot reads reaches the server, whose event wakes the wait.
+        await running.until(lambda: mic._queue.empty(), 5)
         assert not running.task.done()
         assert await running.stop() == 0
 
@@ -174,7 +176,7 @@ async def test_typed_lines_are_text_turns_in_voice_mode(tmp_path: Path) -> None:
     assert [i.text for i in user_items] == ["typed while the mic is open"]
     assert running.view.assistant[0][1] == "You said: typed while the mic is open"
     assert running.view.user == ["typed while the mic is open"]
-    assert running.bot.metrics.counters["text_turns"] == 1
+    assert running.bot.core.turns.stats.typed_lines == 1
 
 
 async def test_typing_while_the_bot_speaks_interrupts_it(tmp_path: Path) -> None:
@@ -196,9 +198,11 @@ async def test_typing_while_the_bot_speaks_interrupts_it(tmp_path: Path) -> None
         session = await running.session(1)
         mic.say(0.8)
         mic.pause(0.8)
-        await eventually(lambda: player.is_audible, 10)
+        await running.until(lambda: any(i.role == "assistant" for i in session.items), 10)
+        reply_id = next(i.id for i in session.items if i.role == "assistant")
+        assert await asyncio.wait_for(player.wait_played(reply_id, 100), scaled(10))
         await lines.put("stop please")
-        await eventually(lambda: len(running.view.assistant) == 2, 15)
+        await running.until(lambda: len(running.view.assistant) == 2, 15)
         assert await running.stop() == 0
 
     types = session.received_types()
@@ -209,7 +213,7 @@ async def test_typing_while_the_bot_speaks_interrupts_it(tmp_path: Path) -> None
     assert second_text == "You said: stop please"
     truncate = session.received[cut]
     assert truncate["item_id"] == first and truncate["audio_end_ms"] > 0
-    assert running.bot.metrics.counters["truncations"] == 1
+    assert running.bot.summary()["truncations"] == 1
 
 
 class Terminal:
@@ -224,7 +228,7 @@ class Terminal:
         return ANSI.sub("", self.raw.decode(errors="replace"))
 
     def wait_for(self, needle: str, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + scaled(timeout_s)
         while needle not in self.text:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -275,7 +279,7 @@ def test_on_a_terminal_the_live_console_draws_and_typed_lines_are_turns(tmp_path
         screen.wait_for("bot: You said: typed on the keyboard")
         proc.send_signal(signal.SIGINT)
         screen.wait_for("session summary")
-        assert proc.wait(10) == 0, (tmp_path / "stderr.txt").read_text()
+        assert proc.wait(scaled(10)) == 0, (tmp_path / "stderr.txt").read_text()
         screen.drain()
     finally:
         if proc.poll() is None:
@@ -287,3 +291,73 @@ def test_on_a_terminal_the_live_console_draws_and_typed_lines_are_turns(tmp_path
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert summary["turns"] == 2 and summary["user_turns"] == 2
     assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+
+
+def test_the_console_reads_its_own_input_line_and_never_tears(tmp_path: Path) -> None:
+    """Keys go into the console's input line (drawn, not echoed by the terminal): after typed
+    lines the screen, as a terminal emulator renders it, holds one console, not stacked
+    copies of its top border."""
+    import pyte
+
+    args = ["run", "--fake-server", "--text", "--transcript", str(tmp_path / "t.jsonl")]
+    master, slave = pty.openpty()
+    with (tmp_path / "stderr.txt").open("wb") as err:
+        proc = subprocess.Popen(
+            [*VOICEBOT, *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=err,
+            env=clean_env(COLUMNS="100", LINES="30"),
+            start_new_session=True,
+        )
+    os.close(slave)
+    terminal = Terminal(master)
+    screen = pyte.Screen(100, 30)
+    stream = pyte.ByteStream(screen)
+    try:
+        terminal.wait_for("fake Realtime server")
+        os.write(master, b"hello th")
+        terminal.wait_for("hello th")
+        os.write(master, b"x\x7fere\r")  # a typo, Backspace, the rest, Enter
+        terminal.wait_for("bot: You said: hello there")
+        os.write(master, b"how are you\r")
+        terminal.wait_for("bot: You said: how are you")
+        stream.feed(terminal.raw)
+        shown = "\n".join(screen.display)
+        assert shown.count("╭─ voicebot") == 1, shown
+        assert "you: hello there" in shown and "you: how are you" in shown
+        assert "hello thx" not in shown  # what the terminal would have echoed raw
+        proc.send_signal(signal.SIGINT)
+        terminal.wait_for("session summary")
+        assert proc.wait(10) == 0, (tmp_path / "stderr.txt").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+def test_without_raw_keys_the_terminal_echo_stacks_the_border() -> None:
+    """The other side: what the console looked like when the terminal echoed typed lines
+    (a line echoed under a live display pushes a copy of its top border up)."""
+    import pyte
+    from rich.console import Console
+
+    from realtime_voicebot.ui import LiveView
+
+    screen = pyte.Screen(60, 20)
+    screen.set_mode(pyte.modes.LNM)  # a terminal's output newline: carriage return + line feed
+    stream = pyte.ByteStream(screen)
+    out = io.StringIO()
+    view = LiveView(Console(file=out, force_terminal=True, width=60, height=20))
+    view.notice("ready")
+    view._live.refresh()  # type: ignore[union-attr]
+    stream.feed(out.getvalue().encode())
+    out.truncate(0)
+    out.seek(0)
+    stream.feed(b"hello there\r\n")  # the terminal's own echo of a typed line
+    view.user_said("hello there")
+    view._live.refresh()  # type: ignore[union-attr]
+    stream.feed(out.getvalue().encode())
+    view.close()
+    assert "\n".join(screen.display).count("╭─ voicebot") == 2

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from realtime_voicebot.fake.config import FakeServerConfig
 from realtime_voicebot.fake.server import FakeRealtimeServer
+from realtime_voicebot.testing import scaled
 
 VOICEBOT = [sys.executable, "-m", "realtime_voicebot"]
 
@@ -38,7 +39,7 @@ async def run_cli(
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
-    async with asyncio.timeout(timeout_s):
+    async with asyncio.timeout(scaled(timeout_s)):
         out, err = await proc.communicate(stdin)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode(), time.monotonic() - started
@@ -91,11 +92,11 @@ async def test_ctrl_c_ends_cleanly_with_the_transcript_flushed(tmp_path: Path) -
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(b"hello from the terminal\n")
     await proc.stdin.drain()
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(scaled(20)):
         while b"You said: hello from the terminal" not in await proc.stdout.readline():
             pass
     proc.send_signal(signal.SIGINT)  # stdin stays open: only Ctrl-C can end this run
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(scaled(20)):
         await proc.wait()
     err = (await proc.stderr.read()).decode() if proc.stderr else ""
     assert proc.returncode == 0, err

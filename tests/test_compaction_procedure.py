@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from realtime_voicebot.state.compaction import Compaction, summary_item_text
-from realtime_voicebot.state.conversation import SUMMARY_HEADER
-from realtime_voicebot.state.policy import CompactionPlan, CompactionPolicy
+from realtime_voicebot.core.compaction import Compaction, CompactionPlan, CompactionPolicy
+from realtime_voicebot.core.compaction.procedure import summary_item_text
+from realtime_voicebot.core.recap import read_recap
 from realtime_voicebot.transport.events import ServerEvent
 
 from .spec import validate_client
@@ -59,7 +59,7 @@ def test_begin_sends_one_system_item_at_root_and_exact_deletes(conv: Conversatio
     assert item["type"] == "message" and item["role"] == "system"
     text = summary_item_text("Ada ordered 3 books.")
     assert item["content"] == [{"type": "input_text", "text": text}]
-    assert item["content"][0]["text"].startswith(SUMMARY_HEADER)
+    assert read_recap(item["content"][0]["text"]) == ("Ada ordered 3 books.", [])
     assert item["id"] == compaction.summary_item_id
     assert item["id"].startswith("sum_") and len(item["id"]) <= 32
     assert [d["type"] for d in deletes] == ["conversation.item.delete"] * 4
@@ -72,7 +72,7 @@ def test_confirmations_complete_it_and_update_the_mirror(conv: Conversation) -> 
     state, srv = conv.state, conv.srv
     compaction = Compaction(state, plan_of(conv))
     create, *deletes = compaction.begin("Ada ordered 3 books.", srv.dialect)
-    conv.state.drain_completed_records()
+    conv.take_records()
     confirm_create(conv, compaction, create)
     assert not compaction.done and compaction.summary_confirmed
     for delete in deletes:
@@ -86,7 +86,7 @@ def test_confirmations_complete_it_and_update_the_mirror(conv: Conversation) -> 
         item = state.items[item_id]
         assert item.summarized and item.deleted and not item.on_server
     assert [i.id for i in state.history][:6] == ["u0", "a0", "u1", "a1", "u2", "a2"]
-    [summary_record] = [r for r in state.drain_completed_records() if r["type"] == "summary"]
+    [summary_record] = [r for r in conv.take_records() if r["type"] == "summary"]
     assert summary_record["summarized_ids"] == ["u0", "a0", "u1", "a1"]
     assert summary_record["text"] == "Ada ordered 3 books."
     assert summary_record["item_id"] == compaction.summary_item_id
@@ -241,9 +241,9 @@ def test_transcript_after_its_item_was_summarized(dialect: str) -> None:
     confirm_create(conv2, compaction, create)
     feed(conv2, compaction, *(conv2.srv.item_deleted(d["item_id"]) for d in deletes))
     assert compaction.done
-    conv2.state.drain_completed_records()
+    conv2.take_records()
     conv2.apply(conv2.srv.transcript_completed("u0", "My cat is called Tom."))
     item = conv2.state.items["u0"]
     assert item.text == "My cat is called Tom." and item.summarized and not item.on_server
-    [record] = conv2.state.drain_completed_records()
+    [record] = conv2.take_records()
     assert record["item_id"] == "u0" and record["summarized"] is True

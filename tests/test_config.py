@@ -93,6 +93,31 @@ def test_readme_settings_table_is_current() -> None:
     assert settings_reference_markdown() in readme, "run: python scripts/update_readme.py"
 
 
+def test_cli_option_table_is_current() -> None:
+    import json
+
+    from realtime_voicebot.config import cli_options
+
+    path = Path(__file__).parents[1] / "realtime_voicebot" / "cli_settings.json"
+    assert json.loads(path.read_text()) == cli_options(), "run: python scripts/update_readme.py"
+
+
+def test_the_cli_is_built_without_the_settings_machinery() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, realtime_voicebot.cli as c; "
+        "c.app.registered_commands; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pydantic', 'pydantic_settings', 'numpy', 'openai', 'websockets')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]"
+
+
 def test_every_setting_is_documented() -> None:
     for name, field in Settings.model_fields.items():
         assert field.description, f"{name} has no description"

@@ -15,10 +15,10 @@ import pytest
 
 from realtime_voicebot.app import RunOptions
 from realtime_voicebot.audio.output import WavFilePlayer
+from realtime_voicebot.core.recap import read_recap
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
-from realtime_voicebot.selftest import PushInput
-from realtime_voicebot.state.conversation import SUMMARY_HEADER
+from realtime_voicebot.testing import PushInput
 from realtime_voicebot.transcript import load_transcript
 
 from .app_harness import fake_config, settings_for, spoken_turn, start_bot
@@ -32,7 +32,6 @@ from .test_compaction_e2e import (
     user_line,
     validate_sent,
 )
-from .waiting import eventually
 
 
 @pytest.mark.parametrize("how", ["drop", "expiry"])
@@ -52,22 +51,23 @@ async def test_new_session_holds_summary_and_recent_turns_and_replies_in_audio(
         observer = await started(running)
         for n in range(turns):
             await spoken_turn(running, mic, player, n)
-        await observer.runner.wait_idle()
-        assert observer.runner.metrics.compactions >= 1
+        await running.until(lambda: not observer.compactor.in_flight, 10)
+        assert observer.compactor.stats.compactions >= 1
         first = observer.session
-        summary = running.bot.state.summary
+        conversation = running.bot.core.conversation
+        summary = conversation.summary
         carried = [
-            f"{i.role.capitalize()}: {i.text}" for i in running.bot.state.mirror if not i.is_summary
+            f"{i.role.capitalize()}: {i.text}" for i in conversation.mirror if not i.is_summary
         ]
         if how == "drop":
             await server.drop_connection()
         else:
             await server.expire_session()
         second = await running.session(2)
-        await eventually(lambda: running.bot.state.sessions == 2)
+        await running.until(lambda: running.bot.core.session_number == 2)
         mic.say(0.8, seed=turns)
         mic.pause(0.8)
-        await eventually(lambda: len(running.view.assistant) > turns, 10)
+        await running.until(lambda: len(running.view.assistant) > turns, 10)
         assert await running.stop() == 0
 
     assert first.ended_by == ("dropped" if how == "drop" else "expired")
@@ -80,7 +80,8 @@ async def test_new_session_holds_summary_and_recent_turns_and_replies_in_audio(
     assert recent == carried and len(carried) == 2
     creates = [e for e in second.received if e["type"] == "conversation.item.create"]
     assert len(creates) == 1
-    assert second.items[0].role == "system" and second.items[0].text.startswith(SUMMARY_HEADER)
+    assert second.items[0].role == "system"
+    assert read_recap(second.items[0].text)[0] == summary  # a recap (else ValueError)
     # The next reply is audio: deltas streamed and played.
     reply = second.items[-1]
     assert reply.role == "assistant" and reply.text == reply_line(turns)
@@ -118,7 +119,7 @@ async def _typed_run(
     await running.session(number)
     for n, line in enumerate(lines):
         await queue.put(line)
-        await eventually(lambda n=n: len(running.view.assistant) > n, 10)
+        await running.until(lambda n=n: len(running.view.assistant) > n, 10)
     await queue.put(None)
     assert await running.finish() == 0
 

@@ -30,11 +30,10 @@ from realtime_voicebot.audio.output import AudioPlayer, SoundDevicePlayer
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.synth import silence, speech_like
-from realtime_voicebot.selftest import PushInput
+from realtime_voicebot.testing import PushInput
 from realtime_voicebot.transport.events import PCM_RATE
 
 from .app_harness import BLOCK_SAMPLES, Running, fake_config, settings_for, start_bot
-from .waiting import eventually
 
 UNPLUGGED = "Device unavailable [PaErrorCode -9985]"
 
@@ -47,7 +46,7 @@ def turns(path: Path) -> list[tuple[str, str]]:
 @pytest.fixture
 def no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nobody can type: stdin is not a terminal (as under a service manager or a pipe)."""
-    monkeypatch.setattr(app_module, "_stdin_is_terminal", lambda: False)
+    monkeypatch.setattr(app_module, "stdin_is_terminal", lambda: False)
 
 
 class FailingMic(PushInput):
@@ -90,7 +89,7 @@ class BrokenSpeaker(AudioPlayer):
 
 async def replies(running: Running, count: int) -> None:
     """Until the bot itself has finished ``count`` replies (not just the server sent them)."""
-    await eventually(lambda: len(running.view.assistant) >= count, timeout_s=10)
+    await running.until(lambda: len(running.view.assistant) >= count, timeout_s=10)
 
 
 def one_line_error(errors: list[str], prefix: str, flag: str) -> str:
@@ -123,7 +122,7 @@ async def test_microphone_error_without_a_terminal_exits_1_with_the_transcript_s
         ("user", "what time is it"),
         ("assistant", "You said: what time is it"),
     ]
-    assert running.bot.metrics.counters["audio_device_failures"] == 1
+    assert running.bot.snapshot()["app"]["audio_device_failures"] == 1
 
 
 async def test_microphone_error_falls_back_to_typed_lines(tmp_path: Path) -> None:
@@ -138,7 +137,7 @@ async def test_microphone_error_falls_back_to_typed_lines(tmp_path: Path) -> Non
         mic.pause(1.0)
         await replies(running, 1)
         mic.fail(sd.PortAudioError(UNPLUGGED))
-        await eventually(lambda: any("text mode" in n for n in running.view.notices))
+        await running.until(lambda: any("text mode" in n for n in running.view.notices))
         assert running.bot.audio_in is None
         mic.say(1.0, seed=3)  # a microphone that is gone sends nothing more
         await lines.put("then by keyboard")
@@ -300,6 +299,15 @@ async def test_microphone_stop_is_not_a_device_error(streams: list[FakeStream]) 
     assert mic.device_error is None
 
 
+async def loop_ran_what_it_was_handed() -> None:
+    """Until every callback handed to the loop so far, from any thread, has run: the loop runs
+    them in the order they came, and this one comes after them."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    loop.call_soon_threadsafe(done.set_result, None)
+    await done
+
+
 async def test_speaker_stream_ending_on_its_own_is_reported_once_on_the_loop(
     streams: list[FakeStream],
 ) -> None:
@@ -312,8 +320,7 @@ async def test_speaker_stream_ending_on_its_own_is_reported_once_on_the_loop(
     await player.start()
     streams[0].vanish()
     streams[0].vanish()
-    await eventually(lambda: reasons)
-    await asyncio.sleep(0)  # a second report would be queued behind the first
+    await loop_ran_what_it_was_handed()  # both reports, had there been two
     assert len(reasons) == 1
     assert "stopped unexpectedly" in reasons[0][0] and reasons[0][1]
     await player.stop()
@@ -322,7 +329,7 @@ async def test_speaker_stream_ending_on_its_own_is_reported_once_on_the_loop(
     quiet.on_device_error = lambda reason: reasons.append((reason, True))
     await quiet.start()
     await quiet.stop()
-    await asyncio.sleep(0)
+    await loop_ran_what_it_was_handed()
     assert len(reasons) == 1  # a stop the bot asked for is not a failure
 
 
@@ -358,7 +365,7 @@ async def test_unplugged_speaker_falls_back_to_text_mode(
         running = start_bot(server, settings_for(server, tmp_path), options, audio_out=player)
         await running.session(1)
         streams[0].vanish()
-        await eventually(lambda: any("text mode" in n for n in running.view.notices))
+        await running.until(lambda: any("text mode" in n for n in running.view.notices))
         await lines.put("hello after the speaker went")
         await replies(running, 1)
         await lines.put(None)

@@ -9,6 +9,7 @@ import pytest
 
 from realtime_voicebot.config import load_settings
 from realtime_voicebot.transport import events as ev
+from realtime_voicebot.transport import payloads as pl
 from realtime_voicebot.transport.events import EventParser, ServerEventType
 
 from .spec import validate_client, validate_server
@@ -96,9 +97,11 @@ def test_beta_session_update_exact_shape() -> None:
         "input_audio_format",
         "output_audio_format",
         "input_audio_transcription",
+        "input_audio_noise_reduction",
         "turn_detection",
         "max_response_output_tokens",
     }
+    assert session["input_audio_noise_reduction"] is None
     assert session["voice"] == "alloy"
     assert session["input_audio_format"] == "pcm16"
     assert session["max_response_output_tokens"] == 300
@@ -167,10 +170,20 @@ def test_truncate_and_delete_exact_keys() -> None:
 )
 def test_both_dialects_map_to_one_internal_name(wire: str, internal: ServerEventType) -> None:
     parser = EventParser()
-    event = parser.parse(json.dumps({"type": wire, "event_id": "e1"}))
+    event = parser.parse(json.dumps({"type": wire, "event_id": "e1", **MINIMAL}))
     assert event is not None
     assert event.type is internal
     assert event.wire_type == wire
+
+
+MINIMAL = {
+    "item_id": "item_1",
+    "response_id": "resp_1",
+    "delta": "",
+    "item": {"id": "item_1"},
+    "response": {"id": "resp_1"},
+}
+"""Fields enough for the payload of every event type the bot reads."""
 
 
 def test_wire_names_round_trip_through_the_parser() -> None:
@@ -181,7 +194,7 @@ def test_wire_names_round_trip_through_the_parser() -> None:
             if wire is None:
                 assert dialect == "beta"
                 continue
-            parsed = parser.parse(json.dumps({"type": wire}))
+            parsed = parser.parse(json.dumps({"type": wire, **MINIMAL}))
             assert parsed is not None and parsed.type is t
 
 
@@ -235,9 +248,55 @@ def test_bad_frames_are_counted_not_raised(frame: str | bytes, counter: str) -> 
     assert parser.stats.dropped == 1
 
 
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "response.output_audio.delta", "item_id": "i", "delta": "not base64!"},
+        {"type": "response.output_audio.delta", "item_id": "i"},
+        {"type": "response.output_audio.delta", "delta": "AAAA"},
+        {"type": "conversation.item.added", "item": "not an object"},
+        {"type": "conversation.item.deleted", "item_id": ["x"]},
+        {"type": "response.created", "response": {"id": 7}},
+    ],
+)
+def test_bad_payloads_of_known_events_are_dropped_and_counted(frame: dict[str, object]) -> None:
+    parser = EventParser()
+    assert parser.parse(json.dumps(frame)) is None
+    assert parser.stats.bad_payload == 1 and parser.stats.dropped == 1
+
+
+def test_good_payloads_are_typed_once_where_they_enter() -> None:
+    parser = EventParser()
+    delta = parser.parse(
+        json.dumps({"type": "response.output_audio.delta", "item_id": "i", "delta": "AAAA"})
+    )
+    assert delta is not None and isinstance(delta.payload, pl.AudioDelta)
+    assert delta.payload.pcm == b"\x00\x00\x00" and delta.payload.item_id == "i"
+    error = parser.parse(
+        json.dumps({"type": "error", "error": {"code": ["a", {"b": 1}], "message": 5}})
+    )
+    assert error is not None and isinstance(error.payload, pl.ServerError)
+    assert error.payload.code == "['a', {'b': 1}]" and error.payload.message == "5"
+    hash(error.payload.code)  # usable as a counter key
+    done = parser.parse(
+        json.dumps(
+            {
+                "type": "response.done",
+                "response": {"id": "r", "output": "oops", "usage": {"input_tokens": 10**400}},
+            }
+        )
+    )
+    assert done is not None and isinstance(done.payload, pl.ResponseDone)
+    assert done.payload.output == () and done.payload.usage is not None
+    assert done.payload.usage.input_tokens == pl.MAX_COUNT
+    created = parser.parse(json.dumps({"type": "session.created", "session": "nope"}))
+    assert created is not None and created.payload == pl.SessionCreated()
+    assert parser.stats.dropped == 0
+
+
 def test_known_uninteresting_events_are_not_counted_as_unknown() -> None:
     parser = EventParser()
-    assert parser.parse('{"type": "mcp_list_tools.completed"}') is None
+    assert parser.parse('{"type": "input_audio_buffer.dtmf_event_received"}') is None
     assert parser.stats.unknown_type == 0 and parser.stats.ignored == 1
 
 
@@ -250,7 +309,7 @@ def test_every_ga_server_event_type_is_known() -> None:
     parser = EventParser()
     for model in members:
         wire = typing.get_args(model.model_fields["type"].annotation)[0]
-        parser.parse(json.dumps({"type": wire}))
+        parser.parse(json.dumps({"type": wire, **MINIMAL}))
     assert parser.stats.unknown_type == 0, parser.stats.unknown_types
 
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from websockets.asyncio.client import connect
 
 from realtime_voicebot.cli import app
+from realtime_voicebot.testing import scaled
 from tests.spec import validate_server
 
 runner = CliRunner()
@@ -37,27 +38,27 @@ async def test_fake_server_command_serves_until_ctrl_c(tmp_path: Path) -> None:
     )
     try:
         assert process.stdout is not None
-        first = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+        first = (await asyncio.wait_for(process.stdout.readline(), scaled(20))).decode()
         match = re.search(r"(ws://127\.0\.0\.1:\d+/v1)", first)
         assert match, first
         url = match.group(1)
-        hint = (await asyncio.wait_for(process.stdout.readline(), 5)).decode()
+        hint = (await asyncio.wait_for(process.stdout.readline(), scaled(5))).decode()
         assert f"voicebot run --url {url}" in hint
         headers = {"Authorization": "Bearer sk-fake"}
         async with connect(f"{url}/realtime?model=gpt-realtime", additional_headers=headers) as ws:
-            created = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            created = json.loads(await asyncio.wait_for(ws.recv(), scaled(5)))
             validate_server(created, "ga")
             assert created["type"] == "session.created"
             await ws.send(json.dumps({"type": "response.create"}))
             while True:
-                event = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                event = json.loads(await asyncio.wait_for(ws.recv(), scaled(5)))
                 validate_server(event, "ga")
                 if event["type"] == "response.done":
                     break
             transcript = event["response"]["output"][0]["content"][0]["transcript"]
             assert transcript == "Hello from the command line."
         process.send_signal(signal.SIGINT)
-        out, _ = await asyncio.wait_for(process.communicate(), 10)
+        out, _ = await asyncio.wait_for(process.communicate(), scaled(10))
         assert process.returncode == 0
         assert "stopped" in out.decode()
     finally:

@@ -19,11 +19,12 @@ from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from realtime_voicebot.fake import FakeRealtimeServer, FakeServerConfig, Scenario
 from realtime_voicebot.fake.synth import silence, speech_like
+from realtime_voicebot.testing import scaled
 from tests.fake_harness import ga_session
 from tests.spec import validate_server
 
 JSON = dict[str, Any]
-WAIT_S = 5.0
+WAIT_S = scaled(5.0)
 
 
 class SdkEvents:
@@ -118,3 +119,66 @@ async def test_conversation_through_the_official_sdk() -> None:
         assert [v.id for v in held] == [added["item"]["id"], reply["id"]]
         assert held[1].audio_ms == 500
         assert session.window_tokens.audio == 10  # 0.5 s of assistant audio at 20 tokens/s
+
+
+async def test_features_through_the_official_sdk() -> None:
+    """Hosted MCP with approval, an image, and an out-of-band summary, each parsed by the
+    SDK's own ``parse_event`` as well as validated."""
+    from realtime_voicebot.fake import McpCall
+    from realtime_voicebot.transport import events as ev
+    from tests.images import png_bytes
+
+    scenario = Scenario(replies=[McpCall("get_weather", {"city": "Lima"}), "A picture of nothing."])
+    config = FakeServerConfig(speed=0, scenario=scenario, api_keys=frozenset({"sk-test"}))
+    async with FakeRealtimeServer(config) as server:
+        client = openai.AsyncOpenAI(api_key="sk-test", websocket_base_url=server.url)
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            events = SdkEvents(conn)
+            await events.until("session.created")
+            tool = ev.mcp_tool("weather", server_url="https://mcp.example.com/mcp")
+            await conn.session.update(session=ga_session(tools=[tool]))  # type: ignore[arg-type]
+            listed, _ = await events.until("mcp_list_tools.completed")
+            await conn.conversation.item.create(
+                item=ev.message_item("user", "Weather in Lima?", "ga")  # type: ignore[arg-type]
+            )
+            await conn.response.create()
+            asked, _ = await events.until("response.done")
+            request = asked["response"]["output"][0]
+            assert request["type"] == "mcp_approval_request"
+            approval = ev.mcp_approval_response_create(request["id"], True)
+            await conn.send(approval)  # type: ignore[arg-type]
+            done, streamed = await events.until("response.done")
+            assert "response.mcp_call.completed" in [e["type"] for e in streamed]
+            assert done["response"]["output"][0]["output"] == "Sunny and 21 degrees in Lima."
+
+            await conn.send(ev.image_message_create(png_bytes(512, 512), "ga", text="And this?"))  # type: ignore[arg-type]
+            await conn.response.create()
+            seen, _ = await events.until("response.done")
+            assert seen["response"]["usage"]["input_token_details"]["image_tokens"] == 255
+            assert seen["response"]["output"][0]["content"][0]["transcript"] == (
+                "A picture of nothing."
+            )
+
+            summary = ev.out_of_band_response_create(
+                "ga", instructions="Summarize.", metadata={"purpose": "summary"}
+            )
+            await conn.send(summary)  # type: ignore[arg-type]
+            oob, streamed = await events.until("response.done")
+            assert oob["response"]["conversation_id"] is None
+            assert oob["response"]["metadata"] == {"purpose": "summary"}
+            text = oob["response"]["output"][0]["content"][0]["text"]
+            assert text.startswith("Summary:\nmcp_list_tools: [weather tools: get_weather")
+            assert "user: And this? [image 512x512]" in text
+        session = server.sessions[0]
+        assert session.report()["out_of_band_items_in_conversation"] == []
+        assert listed["item_id"] == session.items[0].id
+        assert [v.type for v in session.items] == [
+            "mcp_list_tools",
+            "message",
+            "mcp_approval_request",
+            "mcp_approval_response",
+            "mcp_call",
+            "message",
+            "message",
+            "message",
+        ]

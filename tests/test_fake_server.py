@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from realtime_voicebot.fake import FakeRealtimeServer, FakeServerConfig, Faults, Scenario, ToolCall
 from realtime_voicebot.fake.synth import silence, speech_like
+from realtime_voicebot.testing import scaled
 from realtime_voicebot.transport import events as ev
 from tests.fake_harness import (
     JSON,
@@ -662,14 +663,17 @@ async def test_tool_call_reply_then_next_reply(make_server: MakeServer) -> None:
 
 async def test_session_expires_with_error_then_close_1001(make_server: MakeServer) -> None:
     server = await make_server(session_max_s=0.4)
+    before = time.time()
     async with connect_client(server) as client:
+        after = time.time()
         created = client.events[0]["session"]
-        assert created["expires_at"] == pytest.approx(time.time() + 0.4, abs=0.3)
-        closed = await client.expect_closed(timeout_s=5)
+        # The session opened between the connect and its first event (to the millisecond).
+        assert before + 0.4 - 0.001 <= created["expires_at"] <= after + 0.4 + 0.001
+        closed = await client.expect_closed(timeout_s=scaled(5))
         assert client.events[-1]["type"] == "error"
         assert client.events[-1]["error"]["code"] == "session_expired"
         assert closed.rcvd is not None and closed.rcvd.code == 1001
-    await server.wait_for(lambda: server.sessions[0].closed)
+    await server.wait_for(lambda: server.sessions[0].closed, scaled(5))
     assert server.sessions[0].ended_by == "expired"
     assert server.current_session is None
 
@@ -797,13 +801,13 @@ async def test_inspection_records_and_wait_for(server: FakeRealtimeServer) -> No
     async with connect_client(server) as client:
         await client.send(ev.input_audio_append(b"\x00\x00" * 2400))
         await client.send(ev.message_create("user", "Hi.", "ga"))
-        session = await server.wait_for_session(1)
-        await server.wait_for(lambda: len(session.received) == 2)
+        session = await server.wait_for_session(1, scaled(5))
+        await server.wait_for(lambda: len(session.received) == 2, scaled(5))
         assert session.received_types() == ["input_audio_buffer.append", "conversation.item.create"]
         assert session.received[0]["audio"] == "<4800 bytes>"
-        await server.wait_for(lambda: "conversation.item.done" in session.sent_types())
+        await server.wait_for(lambda: "conversation.item.done" in session.sent_types(), scaled(5))
         assert server.current_session is session
-    await server.wait_for(lambda: session.closed)
+    await server.wait_for(lambda: session.closed, scaled(5))
     assert session.ended_by == "client" and session.close_code == 1000
     with pytest.raises(TimeoutError):
         await server.wait_for(lambda: len(server.sessions) > 1, timeout_s=0.05)

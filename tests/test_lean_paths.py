@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from realtime_voicebot.audio.resample import rms_dbfs
-from realtime_voicebot.state.conversation import RESPONSES_KEPT
+from realtime_voicebot.core.conversation import RESPONSES_KEPT
 from realtime_voicebot.transport import events as ev
 
 from .spec import validate_client
@@ -58,7 +58,7 @@ def test_each_turn_is_recorded_once_across_a_long_run_and_the_final_flush() -> N
     for index in range(300):
         conv.user_turn(f"u{index}", f"question {index}")
         conv.assistant_turn(f"r{index}", f"a{index}", f"answer {index}")
-    records = conv.state.drain_completed_records() + conv.state.flush_records()
+    records = conv.take_records() + conv.state.flush_records()
     ids = [record["item_id"] for record in records if record["type"] == "turn"]
     assert len(ids) == 600 and len(set(ids)) == 600
     assert conv.state.flush_records() == []  # nothing is recorded twice

@@ -9,7 +9,18 @@ from openai.types.beta.realtime.realtime_response import RealtimeResponseUsage a
 from openai.types.realtime.realtime_response_usage import RealtimeResponseUsage as GaUsage
 
 from realtime_voicebot.config import load_settings
-from realtime_voicebot.metrics import Metrics, Prices, billed_tokens, percentile, usage_cost
+from realtime_voicebot.metrics import (
+    BARGE_IN_TO_SILENCE,
+    FIRST_DELTA_TO_FIRST_SAMPLE,
+    SPEECH_END_TO_FIRST_DELTA,
+    LatencySample,
+    LatencyTracker,
+    Metrics,
+    Prices,
+    billed_tokens,
+    percentile,
+    usage_cost,
+)
 
 LIST = Prices()  # gpt-realtime list prices, the Settings defaults
 
@@ -142,29 +153,60 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 0.95) == 0.0
 
 
-def test_summary_holds_turns_latency_counters_drops_and_errors() -> None:
+def test_summary_merges_the_parts_snapshots_with_latency() -> None:
     metrics = Metrics()
-    for name, n in {
-        "assistant_turns": 3,
-        "user_turns": 2,
-        "text_turns": 1,
-        "reconnects": 1,
-        "compactions": 2,
-        "truncations": 1,
-        "mic_blocks_dropped": 4,
-        "player_underruns": 1,
-        "error_rate_limit_exceeded": 2,
-    }.items():
-        metrics.inc(name, n)
+    parts = {
+        "core": {
+            "replies": 3,
+            "user_turns": 2,
+            "late_deltas_dropped": 0,
+            "errors": {"rate_limit_exceeded": 2},
+            "turns": {"typed_lines": 1, "truncations": 1},
+            "compaction": {"compactions": 2},
+            "tool_calls": {"calls": 4},
+        },
+        "client": {"reconnects": 1, "rollovers": 0, "outbox_dropped": 0},
+        "mic": {"dropped_blocks": 4},
+        "player": {"underruns": 1},
+    }
     for seconds in (0.1, 0.3, 0.2):
         metrics.observe("speech_end_to_first_delta", seconds)
-    summary = metrics.summary()
+    summary = metrics.summary(parts)
     assert summary["turns"] == 3 and summary["user_turns"] == 3
     assert (summary["reconnects"], summary["rollovers"], summary["compactions"]) == (1, 0, 2)
-    assert summary["truncations"] == 1
+    assert summary["truncations"] == 1 and summary["tool_calls"] == 4
     assert summary["drops"]["mic_blocks"] == 4 and summary["drops"]["player_underruns"] == 1
     assert sum(summary["drops"].values()) == 5
     assert summary["errors"] == {"rate_limit_exceeded": 2}
+    assert summary["parts"] == parts  # every counter of every part is kept
     latency = summary["latency"]["speech_end_to_first_delta"]
     assert latency == {"count": 3, "median_ms": 200.0, "p95_ms": 300.0}
     assert summary["duration_s"] >= 0
+    assert Metrics().summary()["turns"] == 0  # no parts: zeros, not a failure
+
+
+def test_latency_listeners_get_each_sample_with_its_item_and_end() -> None:
+    metrics = Metrics()
+    shown: list[tuple[str, float]] = []
+    tracker = LatencyTracker(metrics, lambda name, seconds: shown.append((name, seconds)))
+    heard: list[LatencySample] = []
+
+    def broken(sample: LatencySample) -> None:
+        raise RuntimeError("a bug in a listener")
+
+    tracker.add_listener(broken)
+    tracker.add_listener(heard.append)
+    tracker.speech_ended()
+    tracker.reply_started("a1")
+    tracker.first_sample("a1", first_sample_at=heard[0].at + 0.25)
+    tracker.first_sample("a1", first_sample_at=heard[0].at + 0.5)  # once per item
+    tracker.barge_in_silenced(decided_at=100.0, silenced_at=100.125)
+    names = [s.name for s in heard]
+    assert names == [SPEECH_END_TO_FIRST_DELTA, FIRST_DELTA_TO_FIRST_SAMPLE, BARGE_IN_TO_SILENCE]
+    assert [s.item_id for s in heard] == ["a1", "a1", None]
+    assert heard[1].seconds == pytest.approx(0.25) and heard[1].at == heard[0].at + 0.25
+    assert (heard[2].seconds, heard[2].at) == (0.125, 100.125)
+    # The broken listener is counted; the view, the metrics and the other listener still got all.
+    assert tracker.listener_errors == 3
+    assert [name for name, _ in shown] == names
+    assert sorted(metrics.timings) == sorted(names)

@@ -32,11 +32,10 @@ from realtime_voicebot.cli import app as cli_app
 from realtime_voicebot.fake.scenario import Scenario
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.logging import configure_logging
-from realtime_voicebot.selftest import PushInput
+from realtime_voicebot.testing import PushInput, scaled
 from realtime_voicebot.transport.endpoint import build_endpoint
 
 from .app_harness import Running, fake_config, settings_for, start_bot
-from .waiting import eventually
 
 KEY = "sk-proj-Privacy0Canary7f3b9c2d1e0a4b5c6d7e8f9A"
 KEY_PARTS = (KEY, KEY[8:], KEY[-16:])  # the whole key, and any long piece of it
@@ -65,7 +64,7 @@ def transcript_records(path: Path) -> list[dict[str, Any]]:
 
 
 async def replies(running: Running, count: int) -> None:
-    await eventually(lambda: len(running.view.assistant) >= count, timeout_s=10)
+    await running.until(lambda: len(running.view.assistant) >= count, timeout_s=10)
 
 
 @pytest.mark.parametrize("log_format", ["json", "console"])
@@ -79,10 +78,10 @@ async def test_key_absent_from_logs_messages_and_urls(
         running = start_bot(server, settings, RunOptions(text=True, text_lines=lines))
         await running.session(1)
 
-        def leaky_handler(event: Any) -> None:  # a bug whose exception carries the key
+        def leaky_subscriber(action: Any) -> None:  # a bug whose exception carries the key
             raise RuntimeError(f"request failed with Authorization: Bearer {KEY}")
 
-        running.bot.dispatcher.add(leaky_handler)
+        running.bot.subscribe(leaky_subscriber)
         await lines.put("hello there")
         await replies(running, 1)
         await server.drop_connection()  # a reconnect logs the connection states and details
@@ -94,7 +93,7 @@ async def test_key_absent_from_logs_messages_and_urls(
     # The connection worked with the key, so it really was sent (in a header).
     assert len(accepted) == 2
     log_text = logs.getvalue()
-    assert "handler_failed" in log_text and "Traceback" in log_text  # the traceback was logged
+    assert "subscriber_failed" in log_text and "Traceback" in log_text  # the traceback was logged
     assert "[key]" in log_text  # ...with the key replaced
     assert "connection_state" in log_text and "session_ready" in log_text
     assert_no_key(log_text, f"{log_format} logs")
@@ -149,7 +148,7 @@ async def run_cli(args: list[str], stdin: bytes, env: dict[str, str]) -> tuple[i
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(scaled(20)):
         out, err = await process.communicate(stdin)
     assert process.returncode is not None
     return process.returncode, out.decode() + err.decode()

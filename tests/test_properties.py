@@ -2,18 +2,21 @@
 
 * `EventParser` takes any bytes, text or JSON: it never raises, and every frame it does not
   turn into an event is counted as dropped (or ignored) in its stats.
-* `Dispatcher` runs handlers that raise on arbitrary events: nothing escapes, every failure is
-  counted, every handler still sees every event. The real app's handlers (state, compaction
-  runner, tool calls, view, metrics) are fed arbitrary events too.
-* `ConversationState` is fed generated sequences of plausible and malformed events (items added
-  after ids that exist, are missing, deleted or "root", done, deleted, truncated, transcripts,
-  responses with odd usage, duplicates, reconnects): it never raises and its invariants hold.
+* `SessionCore` takes any sequence of parsed events, typed lines, timers, tool results and
+  summaries without raising; the real app's wiring (core, view, metrics, tools, compaction)
+  is fed arbitrary events too, and nothing fails.
+* The core's `Conversation` is fed generated sequences of plausible and malformed events
+  (items added after ids that exist, are missing, deleted or "root", done, deleted,
+  truncated, transcripts, responses with odd usage, duplicates, reconnects): it never raises
+  and its invariants hold.
   Structured sequences are also checked against a reference list of the server's order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 from pathlib import Path
 from typing import Any
@@ -25,8 +28,10 @@ from structlog.testing import capture_logs
 
 from realtime_voicebot.app import RunOptions, VoiceBot
 from realtime_voicebot.config import load_settings
-from realtime_voicebot.handlers.dispatcher import Dispatcher
-from realtime_voicebot.state.conversation import ConversationState
+from realtime_voicebot.core import CoreConfig, SessionCore
+from realtime_voicebot.core.conversation import Conversation as Mirror
+from realtime_voicebot.testing import RecordingView, scaled
+from realtime_voicebot.tools.runner import ToolResult
 from realtime_voicebot.transport.events import (
     IGNORED_WIRE_TYPES,
     EventParser,
@@ -35,7 +40,7 @@ from realtime_voicebot.transport.events import (
     internal_name,
 )
 
-from .app_harness import RecordingView
+from .state_helpers import Conversation
 
 JSON = dict[str, Any]
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -142,7 +147,7 @@ def test_parser_drops_what_it_cannot_use_by_reason() -> None:
     assert parser.parse("[1, 2]") is None
     assert parser.parse('{"no": "type"}') is None
     assert parser.parse('{"type": "response.brand_new"}') is None
-    assert parser.parse('{"type": "mcp_list_tools.completed"}') is None
+    assert parser.parse('{"type": "transcription_session.updated"}') is None
     event = parser.parse(b'{"type": "conversation.item.created", "item": {"id": "a"}}')
     assert event is not None and event.type is ServerEventType.ITEM_ADDED
     stats = parser.stats
@@ -151,73 +156,69 @@ def test_parser_drops_what_it_cannot_use_by_reason() -> None:
     assert (stats.ignored, stats.parsed, stats.dropped) == (1, 1, 5)
 
 
-# --- the dispatcher ----------------------------------------------------------------------------
+# --- the session core ------------------------------------------------------------------------
 
-parsed_events = st.builds(
-    lambda event_type, data: ServerEvent(event_type, {**data, "type": event_type.value}),
-    st.sampled_from(list(ServerEventType)),
-    st.fixed_dictionaries({}, optional={name: json_values for name in FIELD_NAMES}),
+
+def _parse_all(kinds: list[ServerEventType], payloads: list[JSON]) -> list[ServerEvent]:
+    parser = EventParser()
+    events = []
+    for kind, data in zip(kinds, payloads, strict=False):
+        event = parser.parse(json.dumps({**data, "type": kind.value}, default=str))
+        if event is not None:
+            events.append(event)
+    return events
+
+
+parsed_events = (
+    st.builds(
+        lambda kind, data: _parse_all([kind], [data]),
+        st.sampled_from(list(ServerEventType)),
+        st.fixed_dictionaries({}, optional={name: json_values for name in FIELD_NAMES}),
+    )
+    .filter(bool)
+    .map(lambda events: events[0])
 )
-light_events = st.builds(
-    lambda event_type, data: ServerEvent(event_type, {**data, "type": event_type.value}),
-    st.sampled_from(list(ServerEventType)),
-    st.dictionaries(st.sampled_from(FIELD_NAMES), scalars, max_size=3),
+
+core_inputs = st.one_of(
+    st.tuples(st.just("event"), parsed_events),
+    st.tuples(st.just("typed"), st.text(max_size=8)),
+    st.tuples(st.just("timer"), json_values.map(lambda v: ("compaction", v, "confirm", 0))),
+    st.tuples(st.just("timer"), json_values.map(lambda v: ("compaction", v, "summary"))),
+    st.tuples(st.just("watchdog"), st.integers(0, 3)),
+    st.tuples(st.just("tool"), st.text(max_size=6)),
+    st.tuples(st.just("summary"), st.integers(0, 3), st.text(max_size=12)),
+    st.tuples(st.just("session"), st.sampled_from(["reconnect", "rollover", "expired"])),
+    st.tuples(st.just("interrupt"), st.sampled_from(["speech", "typed"])),
 )
-
-
-class Failing(Exception):
-    pass
 
 
 @FAST
-@given(
-    st.lists(light_events, min_size=1, max_size=10),
-    st.lists(st.sampled_from(["ok", "value", "key", "type", "custom"]), min_size=1, max_size=5),
-    st.lists(st.sampled_from(list(ServerEventType)), max_size=3, unique=True),
-)
-def test_dispatcher_contains_raising_handlers(
-    events: list[ServerEvent], behaviours: list[str], typed: list[ServerEventType]
+@given(st.lists(core_inputs, min_size=1, max_size=25), st.booleans())
+def test_the_core_takes_any_sequence_of_inputs(
+    inputs: list[tuple[Any, ...]], summary_in_session: bool
 ) -> None:
-    dispatcher = Dispatcher()
-    seen: list[list[ServerEvent]] = [[] for _ in behaviours]
-    errors: dict[str, type[Exception]] = {
-        "value": ValueError,
-        "key": KeyError,
-        "type": TypeError,
-        "custom": Failing,
-    }
-
-    def make(index: int, behaviour: str) -> Any:
-        def handler(event: ServerEvent) -> None:
-            seen[index].append(event)
-            if behaviour != "ok":
-                raise errors[behaviour](behaviour)
-
-        return handler
-
-    for index, behaviour in enumerate(behaviours):
-        dispatcher.add(make(index, behaviour))  # every event
-    typed_seen: list[ServerEvent] = []
-
-    def typed_handler(event: ServerEvent) -> None:
-        typed_seen.append(event)
-        raise RuntimeError("typed handler fails too")
-
-    if typed:
-        dispatcher.add(typed_handler, *typed)
-
-    with capture_logs() as logs:
-        for event in events:
-            dispatcher.dispatch(event)  # must not raise
-
-    raising = sum(b != "ok" for b in behaviours)
-    typed_hits = [e for e in events if e.type in set(typed)]
-    assert all(s == events for s in seen)
-    assert typed_seen == typed_hits
-    assert dispatcher.dispatched == len(events)
-    assert dispatcher.handler_errors == raising * len(events) + len(typed_hits)
-    failed = [entry for entry in logs if entry["event"] == "handler_failed"]
-    assert len(failed) == dispatcher.handler_errors
+    core = SessionCore(CoreConfig(summary_in_session=summary_in_session))
+    core.session_started(1, "start", 60.0)
+    with capture_logs():
+        for step in inputs:
+            kind = step[0]
+            if kind == "event":
+                core.server_event(step[1])
+            elif kind == "typed":
+                core.typed_line(step[1])
+            elif kind == "timer":
+                core.timer_fired(step[1])
+            elif kind == "watchdog":
+                core.timer_fired(("watchdog", step[1]))
+            elif kind == "tool":
+                core.tool_finished(step[1], ToolResult('{"ok": true}', "ok"))
+            elif kind == "summary":
+                core.summary_ready(step[1], step[2])
+            elif kind == "session":
+                core.session_started(core.session_number + 1, step[1], None)
+            else:
+                core.interrupt(step[1])
+    check_invariants(core.conversation)
 
 
 def feed_app(tmp: Path, events: list[ServerEvent]) -> tuple[VoiceBot, list[str]]:
@@ -239,25 +240,29 @@ def feed_app(tmp: Path, events: list[ServerEvent]) -> tuple[VoiceBot, list[str]]
         await bot._start()  # builds everything; nothing connects until _serve
         try:
             for event in events:
-                bot.dispatcher.dispatch(event)  # must not raise
-                await asyncio.sleep(0)  # let spawned tasks (tools, compaction) take a step
+                bot._on_transport(event)  # what the client hands the app
+                await asyncio.sleep(0)  # let spawned tasks (tools, summaries) take a step
+            # Every task the events started (and the tasks those started) has ended, so a
+            # failure of any of them has been counted before the check.
+            async with asyncio.timeout(scaled(10)):
+                while spawned := asyncio.all_tasks() - {asyncio.current_task()}:
+                    await asyncio.wait(spawned)
         finally:
             await bot._shutdown()
         return bot
 
     with capture_logs() as logs:
         bot = asyncio.run(body())
-    failed = [str(e["handler"]) for e in logs if e["event"] == "handler_failed"]
-    assert len(failed) == bot.dispatcher.handler_errors
-    assert bot.dispatcher.dispatched == len(events)
-    assert bot.tasks.failures == 0
+    failed = [str(e["event"]) for e in logs if e["event"] in ("core_failed", "task_failed")]
+    app = bot.snapshot()["app"]
+    assert app["core_errors"] + app["task_failures"] == len(failed)
     return bot, failed
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(parsed_events, min_size=1, max_size=30))
 def test_app_wiring_takes_arbitrary_events(tmp_path_factory: Any, events: list[Any]) -> None:
-    """State, compaction runner and tool calls never fail on arbitrary events."""
+    """The core, the view, the metrics, tools and summaries never fail on arbitrary events."""
     _, failed = feed_app(tmp_path_factory.mktemp("app"), events)
     assert failed == []
 
@@ -266,19 +271,50 @@ def test_app_wiring_takes_arbitrary_events(tmp_path_factory: Any, events: list[A
     "event",
     [
         pytest.param(
-            ServerEvent(ServerEventType.ERROR, {"type": "error", "error": ["not", "an", "object"]}),
+            ServerEvent.of(
+                ServerEventType.ERROR, {"type": "error", "error": ["not", "an", "object"]}
+            ),
             id="error-list",
         ),
         pytest.param(
-            ServerEvent(ServerEventType.RESPONSE_DONE, {"type": "response.done", "response": [1]}),
+            ServerEvent.of(ServerEventType.ERROR, {"type": "error", "error": {"code": [1, {}]}}),
+            id="error-code-list",
+        ),
+        pytest.param(
+            ServerEvent.of(
+                ServerEventType.RESPONSE_DONE, {"type": "response.done", "response": [1]}
+            ),
             id="response-list",
         ),
         pytest.param(
-            ServerEvent(
+            ServerEvent.of(
+                ServerEventType.RESPONSE_DONE,
+                {"type": "response.done", "response": {"id": "r", "output": {"not": "a list"}}},
+            ),
+            id="output-object",
+        ),
+        pytest.param(
+            ServerEvent.of(
                 ServerEventType.RESPONSE_DONE,
                 {"type": "response.done", "response": {"id": "r", "usage": {"input_tokens": "x"}}},
             ),
             id="usage-string",
+        ),
+        pytest.param(
+            ServerEvent.of(
+                ServerEventType.RESPONSE_DONE,
+                {
+                    "type": "response.done",
+                    "response": {"id": "r", "usage": {"input_tokens": 1e308}},
+                },
+            ),
+            id="usage-absurd",
+        ),
+        pytest.param(
+            ServerEvent.of(
+                ServerEventType.SESSION_CREATED, {"type": "session.created", "session": 7}
+            ),
+            id="session-not-an-object",
         ),
     ],
 )
@@ -287,7 +323,7 @@ def test_app_own_handlers_take_malformed_events(tmp_path: Path, event: ServerEve
     assert failed == []
 
 
-# --- ConversationState -------------------------------------------------------------------------
+# --- the conversation mirror ------------------------------------------------------------------
 
 IDS = ["a", "b", "c", "d", "e"]
 ABSENT = "<absent>"
@@ -344,7 +380,14 @@ structured_steps = st.one_of(
     st.tuples(st.just("transcript_failed"), ids),
     st.tuples(st.just("transcript_delta"), ids, json_values),
     st.tuples(st.just("output_added"), response_ids, ids),
-    st.tuples(st.just("audio_delta"), response_ids, ids, st.text(max_size=16)),
+    st.tuples(
+        st.just("audio_delta"),
+        response_ids,
+        ids,
+        st.one_of(
+            st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode()), st.text(max_size=8)
+        ),
+    ),
     st.tuples(st.just("text_delta"), response_ids, ids, json_values),
     st.tuples(st.just("created"), response_ids),
     st.tuples(
@@ -446,6 +489,14 @@ def step_event(step: tuple[Any, ...]) -> JSON | None:
     return None
 
 
+def is_base64(value: Any) -> bool:
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        return False
+    return isinstance(value, str)
+
+
 class ReferenceOrder:
     """The server's item order as the protocol defines it: a plain list."""
 
@@ -475,8 +526,8 @@ class ReferenceOrder:
         elif kind == "deleted" and step[1] in self.ids:
             self.ids.remove(step[1])
         elif kind in ("output_added", "audio_delta", "text_delta") and step[2] not in known:
-            if kind == "audio_delta" and not isinstance(step[3], str):
-                return
+            if kind == "audio_delta" and not is_base64(step[3]):
+                return  # a bad frame: dropped by the parser
             if kind == "text_delta" and not isinstance(step[3], str):
                 return
             self.ids.append(step[2])
@@ -484,7 +535,7 @@ class ReferenceOrder:
             self.ids.clear()
 
 
-def check_invariants(state: ConversationState) -> None:
+def check_invariants(state: Mirror) -> None:
     order = state.order
     assert len(order) == len(set(order)), order
     for item_id in order:
@@ -493,8 +544,6 @@ def check_invariants(state: ConversationState) -> None:
     for item in state.items.values():
         assert (item.id in order) == item.on_server, item
     assert state.window_tokens >= 0
-    usage = state.usage
-    assert min(usage.input_tokens, usage.output_tokens, usage.total_tokens) >= 0
     assert state.streaming_item_id is None or state.streaming_item_id in state.items
 
 
@@ -504,23 +553,22 @@ def run_steps(steps: list[tuple[Any, ...]], *, check_model: bool) -> list[JSON]:
 
 
 def _run_steps(steps: list[tuple[Any, ...]], *, check_model: bool) -> list[JSON]:
-    records: list[JSON] = []
-    state = ConversationState(on_record=records.append)
+    conv = Conversation("ga", summary_threshold=10**9)
+    state = conv.state
     parser = EventParser()
     model = ReferenceOrder()
     for step in steps:
         known = set(state.items)
         if step[0] == "interrupt":
-            state.interrupt(step[1], step[2])
+            conv.interrupt(step[1], step[2])
         elif step[0] == "new_session":
-            state.reset_for_new_session()
-            state.seed_events("ga")
+            conv.new_session()
         else:
             data = step_event(step)
             assert data is not None
             event = to_event(parser, data)
             if event is not None:
-                state.apply(event)
+                conv.apply(event)
         check_invariants(state)
         if step[0] == "deleted":
             assert step[1] not in state.order
@@ -535,8 +583,7 @@ def _run_steps(steps: list[tuple[Any, ...]], *, check_model: bool) -> list[JSON]
         if check_model:
             model.apply(step, known)
             assert state.order == model.ids, (step, state.order, model.ids)
-    records.extend(state.flush_records())
-    return records
+    return conv.take_records() + state.flush_records()
 
 
 @FAST
@@ -557,7 +604,7 @@ def test_state_survives_malformed_sequences(steps: list[tuple[Any, ...]]) -> Non
 
 @pytest.mark.parametrize("tokens", [-5, -(10**9)])
 def test_negative_usage_keeps_the_window_non_negative(tokens: int) -> None:
-    state = ConversationState()
+    state = Mirror()
     parser = EventParser()
     event = to_event(
         parser,
@@ -568,5 +615,4 @@ def test_negative_usage_keeps_the_window_non_negative(tokens: int) -> None:
     )
     assert event is not None
     state.apply(event)
-    assert state.window_tokens >= 0
-    assert state.usage.input_tokens >= 0
+    assert state.window_tokens == 3

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from realtime_voicebot.cli import app
 from realtime_voicebot.fake.config import FakeServerConfig
 from realtime_voicebot.selftest import STEPS, Step, StepResult, format_result, run_and_report
+from realtime_voicebot.testing import scaled
 
 STEP_NAMES = [step.name for step in STEPS]
 
@@ -77,7 +78,8 @@ def test_a_reply_that_never_comes_fails_the_normal_turn() -> None:
         lines.append, steps=step("normal turn"), adjust_server=no_replies, wait_s=1.5
     )
     assert code == 1
-    assert "no reply to 'what is the capital of France' on the server within 1.5 s" in lines[0]
+    wanted = f"no reply to 'what is the capital of France' on the server within {scaled(1.5):g} s"
+    assert wanted in lines[0]
 
 
 def test_the_barge_in_step_passes_in_the_beta_dialect() -> None:

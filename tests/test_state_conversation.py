@@ -1,17 +1,13 @@
-"""ConversationState: the mirror, the history, transcripts, responses, usage, records."""
+"""The core's Conversation: the mirror, the history, transcripts, responses, window, records."""
 
 from __future__ import annotations
 
 import pytest
 
-from realtime_voicebot.state.conversation import (
-    INAUDIBLE,
-    ConversationState,
-    b64_decoded_size,
-    cut_words,
-)
+from realtime_voicebot.core import actions as a
+from realtime_voicebot.core.conversation import INAUDIBLE, Presence, TranscriptState, cut_words
 
-from .state_helpers import Conversation, Server, pcm_b64, usage
+from .state_helpers import Conversation, pcm_b64, usage
 
 DIALECTS = ["ga", "beta"]
 
@@ -80,21 +76,21 @@ def test_user_transcript_deltas_then_completed(conv: Conversation) -> None:
     srv, state = conv.srv, conv.state
     conv.user_turn("u1", None, speech_ms=1800)
     item = state.items["u1"]
-    assert item.transcript_pending and item.text == ""
+    assert item.transcript is TranscriptState.PENDING and item.text == ""
     assert item.audio_ms == 1800
     conv.apply(srv.transcript_delta("u1", "I live "), srv.transcript_delta("u1", "in Lyon"))
-    assert item.text == "I live in Lyon" and item.transcript_pending
+    assert item.text == "I live in Lyon" and item.transcript is TranscriptState.PENDING
     conv.apply(srv.transcript_completed("u1", " I live in Lyon. "))
-    assert item.text == "I live in Lyon." and not item.transcript_pending
+    assert item.text == "I live in Lyon." and item.transcript is TranscriptState.DONE
 
 
 def test_failed_transcription_is_marked_inaudible(conv: Conversation) -> None:
     conv.user_turn("u1", None)
     conv.apply(conv.srv.transcript_failed("u1"))
     item = conv.state.items["u1"]
-    assert not item.transcript_pending and item.transcription_failed
+    assert item.transcript is TranscriptState.FAILED
     assert item.spoken_text == INAUDIBLE
-    [record] = conv.state.drain_completed_records()
+    [record] = conv.take_records()
     assert record["text"] == INAUDIBLE and record["transcription_failed"] is True
 
 
@@ -104,14 +100,6 @@ def test_assistant_audio_length_from_base64_size(conv: Conversation) -> None:
     item = conv.state.items["a1"]
     assert item.audio_ms == pytest.approx(2450, abs=1)
     assert item.audio_complete
-
-
-@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 479, 480, 4801])
-def test_b64_decoded_size_matches_decoding(size: int) -> None:
-    import base64
-
-    encoded = base64.b64encode(b"\x01" * size).decode()
-    assert b64_decoded_size(encoded) == size
 
 
 def test_text_reply_deltas(conv: Conversation) -> None:
@@ -147,7 +135,7 @@ def test_transcript_after_its_item_was_deleted_goes_to_history(conv: Conversatio
     item = conv.state.items["u1"]
     assert item.text == "Late words about Berlin." and not item.on_server
     assert conv.state.order == []
-    [record] = conv.state.drain_completed_records()
+    [record] = conv.take_records()
     assert record["item_id"] == "u1" and record["text"] == "Late words about Berlin."
 
 
@@ -212,10 +200,16 @@ def test_usage_totals_and_window(conv: Conversation) -> None:
     state = conv.state
     assert state.window_tokens == 1800  # latest input + its output
     assert state.window_fresh
-    u = state.usage
-    assert (u.responses, u.input_tokens, u.output_tokens, u.total_tokens) == (2, 2500, 500, 3000)
-    assert (u.input_text_tokens, u.input_audio_tokens, u.input_cached_tokens) == (100, 2100, 64)
-    assert (u.output_text_tokens, u.output_audio_tokens) == (40, 160)
+    finished = [x for x in conv.actions if isinstance(x, a.ResponseFinished)]
+    assert [f.window_tokens for f in finished] == [1200, 1800]
+    first = finished[0].usage
+    assert first is not None
+    assert (first.input_text_tokens, first.input_audio_tokens, first.input_cached_tokens) == (
+        100,
+        900,
+        64,
+    )
+    assert (first.output_text_tokens, first.output_audio_tokens) == (40, 160)
 
 
 def test_usage_with_missing_fields_counts_zero(conv: Conversation) -> None:
@@ -223,8 +217,9 @@ def test_usage_with_missing_fields_counts_zero(conv: Conversation) -> None:
     conv.apply(srv.response_created("r1"), srv.response_done("r1", usage={}))
     conv.apply(srv.response_created("r2"), srv.response_done("r2", usage=usage(output_tokens=7)))
     conv.apply(srv.response_created("r3"), srv.response_done("r3"))  # no usage at all
-    assert state.usage.responses == 2
-    assert state.usage.input_tokens == 0 and state.usage.output_tokens == 7
+    usages = [x.usage for x in conv.actions if isinstance(x, a.ResponseFinished)]
+    assert usages[2] is None and usages[0] is not None and usages[1] is not None
+    assert usages[0].input_tokens == 0 and usages[1].output_tokens == 7
     assert state.window_tokens == 7
 
 
@@ -233,25 +228,36 @@ def test_usage_with_missing_fields_counts_zero(conv: Conversation) -> None:
 
 def test_records_each_turn_once_in_order(conv: Conversation) -> None:
     conv.exchange(2)
-    records = conv.state.drain_completed_records()
+    records = conv.take_records()
     # The last assistant turn waits: a barge-in may still truncate what is being played.
     assert [r["item_id"] for r in records] == ["u0", "a0", "u1"]
-    assert conv.state.drain_completed_records() == []
+    assert conv.take_records() == []
     conv.user_turn("u2", "Next question about Rome?")
-    assert [r["item_id"] for r in conv.state.drain_completed_records()] == ["a1", "u2"]
+    assert [r["item_id"] for r in conv.take_records()] == ["a1", "u2"]
     final = conv.state.flush_records()
     assert final == []  # a1 already recorded, a2 does not exist yet
     conv.assistant_turn("r2", "a2", "Rome answer.")
     assert [r["item_id"] for r in conv.state.flush_records()] == ["a2"]
 
 
-def test_record_callback_receives_records() -> None:
-    got: list[dict[str, object]] = []
-    state = ConversationState(on_record=got.append)
-    srv = Server("ga")
-    state.apply(srv.item_added(srv.text_item("t1", "user", "typed text"), previous_item_id=None))
-    assert [r["item_id"] for r in got] == ["t1"]
-    assert state.drain_completed_records() == []
+def test_records_come_out_as_actions_in_order() -> None:
+    conv = Conversation("ga")
+    srv = conv.srv
+    conv.apply(srv.item_added(srv.text_item("t1", "user", "typed text"), previous_item_id=None))
+    records = [x.record for x in conv.actions if isinstance(x, a.Record)]
+    assert [r["item_id"] for r in records] == ["t1"]
+    assert conv.state.take_records() == []  # handed out once
+
+
+def test_item_lifecycle_follows_the_server(conv: Conversation) -> None:
+    conv.user_turn("u1", None)
+    item = conv.state.items["u1"]
+    assert item.presence is Presence.ON_SERVER
+    assert item.transcript is TranscriptState.PENDING
+    conv.apply(conv.srv.transcript_completed("u1", "Here it is."))
+    assert item.transcript is TranscriptState.DONE and item.recorded
+    conv.apply(conv.srv.item_deleted("u1"))
+    assert item.presence is Presence.DELETED and "u1" not in conv.state.order
 
 
 def test_late_transcript_record_is_marked_summarized() -> None:
@@ -259,13 +265,12 @@ def test_late_transcript_record_is_marked_summarized() -> None:
     conv.user_turn("u1", None)
     conv.state.items["u1"].summarized = True
     conv.apply(conv.srv.transcript_completed("u1", "Finally here."))
-    [record] = conv.state.drain_completed_records()
+    [record] = conv.take_records()
     assert record["summarized"] is True
 
 
 def test_unknown_events_are_ignored() -> None:
-    srv = Server("ga")
-    state = ConversationState()
-    event = srv.event("rate_limits.updated", rate_limits=[])
-    assert state.apply(event) == []
+    conv = Conversation("ga")
+    event = conv.srv.event("rate_limits.updated", rate_limits=[])
+    assert conv.apply(event) == []
     assert pcm_b64(1)  # helper sanity: 1 ms is 48 bytes

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from realtime_voicebot.state.conversation import Summary
-from realtime_voicebot.state.policy import CompactionPolicy
+from realtime_voicebot.core.compaction import CompactionPolicy
+from realtime_voicebot.core.conversation import Summary
 
 from .state_helpers import Conversation, usage
 
@@ -37,10 +37,13 @@ def test_not_due_when_the_tail_holds_everything(conv: Conversation) -> None:
     assert CompactionPolicy(threshold_tokens=1000, keep_items=4).due(conv.state) is None
 
 
-def test_not_due_while_in_flight(conv: Conversation) -> None:
-    conv.exchange(4, tokens=5000)
-    conv.state.compaction_in_flight = True
-    assert CompactionPolicy(threshold_tokens=1000, keep_items=2).due(conv.state) is None
+def test_not_started_while_one_is_in_flight() -> None:
+    conv = Conversation("ga", summary_threshold=1000, summary_keep_items=2)
+    conv.exchange(4, tokens=5000)  # due: the core started one
+    compactor = conv.core.compactor
+    assert compactor.in_flight and compactor.stats.started == 1
+    conv.exchange(2, tokens=5000, prefix="n")
+    assert compactor.maybe_start() == [] and compactor.stats.started == 1
 
 
 def test_not_due_until_the_window_is_measured_again(conv: Conversation) -> None:

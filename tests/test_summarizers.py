@@ -241,7 +241,10 @@ def test_build_summarizer_honours_settings() -> None:
     )
     assert isinstance(build_summarizer(load_settings(keyed), offline=True), ExtractiveSummarizer)
     assert isinstance(build_summarizer(load_settings()), ExtractiveSummarizer)  # no key
-    auto = build_summarizer(load_settings(keyed))
+    # realtime (the default): the session writes summaries; the shell only falls back.
+    assert load_settings().summarizer == "realtime"
+    assert isinstance(build_summarizer(load_settings(keyed)), ExtractiveSummarizer)
+    auto = build_summarizer(load_settings({**keyed, "summarizer": "auto"}))
     assert isinstance(auto, FallbackSummarizer)
     assert isinstance(auto.primary, OpenAISummarizer)
     assert isinstance(auto.fallback, ExtractiveSummarizer)
@@ -253,9 +256,9 @@ def test_build_summarizer_honours_settings() -> None:
 
 def test_client_from_settings_per_provider() -> None:
     openai_client = client_from_settings(
-        load_settings({"openai_api_key": "sk-a", "openai_base_url": "http://local:9/v1"})
+        load_settings({"openai_api_key": "sk-a", "openai_base_url": "http://localhost:9/v1"})
     )
-    assert str(openai_client.base_url) == "http://local:9/v1/"
+    assert str(openai_client.base_url) == "http://localhost:9/v1/"
     azure_v1 = client_from_settings(
         load_settings(
             {

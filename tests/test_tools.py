@@ -13,8 +13,10 @@ import httpx
 import pytest
 
 from realtime_voicebot.config import load_settings
-from realtime_voicebot.handlers.tool_calls import ToolCallHandler
-from realtime_voicebot.tools import Tool, ToolError, ToolRegistry
+from realtime_voicebot.core import actions as a
+from realtime_voicebot.core.tool_calls import ToolCalls, ToolCallStats
+from realtime_voicebot.testing import scaled
+from realtime_voicebot.tools import Tool, ToolError, ToolRegistry, ToolRunner
 from realtime_voicebot.tools.builtin import build_registry
 from realtime_voicebot.tools.builtin.current_time import current_time_tool
 from realtime_voicebot.tools.builtin.http_get import (
@@ -27,7 +29,9 @@ from realtime_voicebot.transport.events import (
     ClientEventType,
     Dialect,
     EventParser,
+    ServerEvent,
     ServerEventType,
+    response_create,
     session_update,
     wire_name,
 )
@@ -35,7 +39,7 @@ from realtime_voicebot.transport.events import (
 from .spec import validate_client, validate_server
 
 DIALECTS: list[Dialect] = ["ga", "beta"]
-WAIT_S = 2.0
+WAIT_S = scaled(2.0)
 _ids = itertools.count(1)
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -141,13 +145,13 @@ class Wire:
         self.created = asyncio.Event()
         self.parser = EventParser()
 
-    async def send(self, event: dict[str, Any]) -> None:
+    def send(self, event: dict[str, Any]) -> None:
         validate_client(event, self.dialect)
         self.sent.append(event)
         if event["type"] == ClientEventType.RESPONSE_CREATE:
             self.created.set()
 
-    def feed(self, handler: ToolCallHandler, events: list[dict[str, Any]]) -> None:
+    def feed(self, handler: ToolHarness, events: list[dict[str, Any]]) -> None:
         for event in events:
             validate_server(event, self.dialect)
             parsed = self.parser.parse(json.dumps(event))
@@ -172,24 +176,68 @@ class Wire:
         return [e["type"] for e in self.sent]
 
 
-async def settle() -> None:
-    """Let every ready task run a few steps (no timed sleep)."""
-    for _ in range(20):
-        await asyncio.sleep(0)
+class ToolHarness:
+    """The core's call bookkeeping (`ToolCalls`) and the `ToolRunner`, wired as the app
+    wires them: `RunTool` starts a task, its result goes back to the bookkeeping, `Send`
+    goes to the wire, `CancelTool` cancels the task, a due reply is one `response.create`."""
+
+    def __init__(self, registry: ToolRegistry, wire: Wire, timeout_s: float) -> None:
+        self.calls = ToolCalls()
+        self.runner = ToolRunner(registry, timeout_s)
+        self.wire = wire
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def stats(self) -> ToolCallStats:
+        return self.calls.stats
+
+    @property
+    def pending(self) -> int:
+        return self.calls.pending
+
+    def on_event(self, event: ServerEvent) -> None:
+        self.perform(*self.calls.on_event(event))
+
+    def perform(self, actions: list[a.Action], reply_due: bool) -> None:
+        for action in actions:
+            if isinstance(action, a.Send):
+                self.wire.send(action.event)
+            elif isinstance(action, a.RunTool):
+                self.tasks[action.call_id] = asyncio.ensure_future(
+                    self._run(action.call_id, action.name, action.arguments)
+                )
+            elif isinstance(action, a.CancelTool):
+                self.tasks.pop(action.call_id).cancel()
+        if reply_due:
+            self.wire.send(response_create())
+
+    async def _run(self, call_id: str, name: str | None, arguments: str) -> None:
+        result = await self.runner.run(name, arguments, call_id)
+        self.tasks.pop(call_id, None)
+        self.perform(*self.calls.finished(call_id, result))
+
+    async def join(self) -> None:
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        await self.join()
+        self.tasks.clear()
 
 
-Make = Callable[..., Awaitable[tuple[ToolCallHandler, Wire]]]
+Make = Callable[..., Awaitable[tuple[ToolHarness, Wire]]]
 
 
 @pytest.fixture
 async def make() -> Any:
-    handlers: list[ToolCallHandler] = []
+    handlers: list[ToolHarness] = []
 
     async def _make(
-        registry: ToolRegistry, dialect: Dialect = "ga", timeout_s: float = 10.0
-    ) -> tuple[ToolCallHandler, Wire]:
+        registry: ToolRegistry, dialect: Dialect = "ga", timeout_s: float = scaled(10.0)
+    ) -> tuple[ToolHarness, Wire]:
         wire = Wire(dialect)
-        handler = ToolCallHandler(registry, wire.send, timeout_s=timeout_s)
+        handler = ToolHarness(registry, wire, timeout_s)
         handlers.append(handler)
         return handler, wire
 
@@ -347,7 +395,7 @@ async def test_single_call_answered_after_response_done(make: Make, dialect: Dia
     handler, wire = await make(registry, dialect)
     events, items = call_events(dialect, "resp_1", [("call_1", "weather", '{"city": "Paris"}')])
     wire.feed(handler, events)
-    await settle()
+    await asyncio.wait_for(handler.join(), WAIT_S)  # the tool ran and its result came back
     assert seen == [{"city": "Paris", "unit": "C"}]  # the tool ran at .done ...
     assert wire.sent == []  # ... but nothing is sent before the response is done
     wire.feed(handler, [response_done(dialect, "resp_1", items)])
@@ -356,7 +404,7 @@ async def test_single_call_answered_after_response_done(make: Make, dialect: Dia
     assert wire.outputs() == {"call_1": {"city": "Paris", "temperature": 21, "unit": "C"}}
     assert set(wire.sent[1]) == {"type", "event_id"}
     assert handler.stats.calls == 1 and handler.stats.errors == 0
-    assert handler.stats.outputs_sent == 1 and handler.stats.responses_created == 1
+    assert handler.stats.outputs_sent == 1 and handler.stats.replies_requested == 1
     assert handler.pending == 0
 
 
@@ -381,14 +429,14 @@ async def test_two_calls_answered_before_one_response_create(make: Make, dialect
         dialect, "resp_2", [("call_a", "fast", '{"x": 1}'), ("call_b", "slow", '{"x": 5}')]
     )
     wire.feed(handler, [*events, response_done(dialect, "resp_2", items)])
-    await settle()
+    await asyncio.wait_for(handler.tasks["call_a"], WAIT_S)  # the fast one's result came back
     assert ClientEventType.RESPONSE_CREATE not in wire.types()
     gate.set()
     await wire.wait_created()
     await handler.join()
     assert wire.types() == [ClientEventType.ITEM_CREATE] * 2 + [ClientEventType.RESPONSE_CREATE]
     assert wire.outputs() == {"call_a": 2, "call_b": 10}
-    assert handler.stats.calls == 2 and handler.stats.responses_created == 1
+    assert handler.stats.calls == 2 and handler.stats.replies_requested == 1
 
 
 async def answer_of(
@@ -425,6 +473,22 @@ async def test_invalid_arguments_are_answered(make: Make, arguments: str, error:
     out = await answer_of(make, registry, "weather", arguments)
     assert out["error"].startswith(error)
     assert seen == []
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        '{"city": ' + "[" * 100_000 + "]" * 100_000 + "}",  # deeper than json can parse
+        '{"city": "Oslo", "extra": ' + '{"a": ' * 5_000 + "1" + "}" * 5_000 + "}",
+    ],
+    ids=["unparsable-depth", "deep-but-parsable"],
+)
+async def test_arguments_nested_absurdly_deep_are_answered_with_an_error(
+    make: Make, arguments: str
+) -> None:
+    registry, seen = weather_registry()
+    out = await answer_of(make, registry, "weather", arguments)
+    assert "error" in out and seen == []
 
 
 async def test_timeout_is_answered(make: Make) -> None:
@@ -549,7 +613,7 @@ async def test_aclose_cancels_running_tools(make: Make) -> None:
     wire.feed(handler, [*events, response_done("ga", "resp_z", items)])
     await asyncio.wait_for(started.wait(), WAIT_S)
     await asyncio.wait_for(handler.aclose(), WAIT_S)
-    assert cancelled.is_set() and wire.sent == [] and handler.pending == 0
+    assert cancelled.is_set() and wire.sent == []
 
 
 async def test_non_tool_events_are_ignored(make: Make) -> None:

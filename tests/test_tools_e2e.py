@@ -18,11 +18,11 @@ from realtime_voicebot.app import RunOptions
 from realtime_voicebot.fake.scenario import Reply, Scenario, ToolCall
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
+from realtime_voicebot.testing import scaled
 from realtime_voicebot.tools import Tool
 
 from .app_harness import Running, fake_config, settings_for, start_bot
 from .spec import validate_client, validate_server
-from .waiting import eventually
 
 
 class Lookup:
@@ -32,6 +32,7 @@ class Lookup:
         self.calls: list[str] = []
         self.started = asyncio.Event()
         self.cancelled = 0
+        self.cancelled_event = asyncio.Event()
         self.gates: dict[str, asyncio.Event] = {}
 
     def tool(self) -> Tool:
@@ -45,6 +46,7 @@ class Lookup:
                     await gate.wait()
             except asyncio.CancelledError:
                 self.cancelled += 1
+                self.cancelled_event.set()
                 raise
             return {"city": city, "sky": "clear"}
 
@@ -149,8 +151,8 @@ async def test_call_is_answered_and_the_next_reply_follows(tmp_path: Path, diale
     tools = events[0]["session"]["tools"]
     assert [t["name"] for t in tools] == ["lookup"]
     assert running.view.assistant[-1][1] == "Clear skies in Paris."
-    assert running.bot.dispatcher.handler_errors == 0
-    assert running.bot.tools is not None and running.bot.tools.stats.outputs_sent == 1
+    assert running.bot.snapshot()["app"]["core_errors"] == 0
+    assert running.bot.core.tool_calls.stats.outputs_sent == 1
 
 
 @pytest.mark.parametrize("dialect", ["ga", "beta"])
@@ -167,8 +169,9 @@ async def test_two_calls_in_one_response_then_one_response_create(
         session = await running.session(1)
         await lines.put("Paris and Rome?")
         await running.wait_for(lambda: "response.done" in session.sent_types())
-        state, first_id = running.bot.state, session.responses[0].id
-        await eventually(
+        state, first_id = running.bot.core.conversation, session.responses[0].id
+        # Rome's call ends (Paris' waits at its gate): that reaches the core and wakes `until`.
+        await running.until(
             lambda: (
                 lookup.calls == ["Paris", "Rome"] and state.responses.get(first_id) == "completed"
             )
@@ -216,9 +219,9 @@ async def test_unknown_tool_gets_an_error_output_and_the_run_goes_on(tmp_path: P
     assert answered == call_id
     assert output["error"] == "unknown tool 'book_flight'; available tools: lookup"
     assert lookup.calls == []
-    tools = running.bot.tools
-    assert tools is not None and tools.stats.errors == 1 and tools.pending == 0
-    assert running.bot.dispatcher.handler_errors == 0 and not running.view.errors
+    tools = running.bot.core.tool_calls
+    assert tools.stats.errors == 1 and tools.pending == 0
+    assert running.bot.snapshot()["app"]["core_errors"] == 0 and not running.view.errors
 
 
 async def test_tool_timing_out_is_answered_with_an_error(tmp_path: Path) -> None:
@@ -237,7 +240,7 @@ async def test_tool_timing_out_is_answered_with_an_error(tmp_path: Path) -> None
     assert outputs_of(events) == [(call_id, {"error": "tool lookup timed out after 0.2 s"})]
     assert after_first_user_message(events)[-2:] == ["conversation.item.create", "response.create"]
     assert lookup.cancelled == 1
-    assert running.bot.tools is not None and running.bot.tools.stats.timeouts == 1
+    assert running.bot.core.tool_calls.stats.timeouts == 1
 
 
 async def test_reconnect_drops_the_calls_of_the_dead_session(tmp_path: Path) -> None:
@@ -249,20 +252,21 @@ async def test_reconnect_drops_the_calls_of_the_dead_session(tmp_path: Path) -> 
         first = await running.session(1)
         await lines.put("weather in Paris?")
         await running.wait_for(lambda: "response.done" in first.sent_types())
-        await asyncio.wait_for(lookup.started.wait(), 5)
-        tools, client = running.bot.tools, running.bot.client
-        assert tools is not None and client is not None
-        state, first_id = running.bot.state, first.responses[0].id
-        await eventually(lambda: state.responses.get(first_id) == "completed")
+        await asyncio.wait_for(lookup.started.wait(), scaled(5))
+        tools, client = running.bot.core.tool_calls, running.bot.client
+        assert client is not None
+        state, first_id = running.bot.core.conversation, first.responses[0].id
+        await running.until(lambda: state.responses.get(first_id) == "completed")
         assert tools.pending == 1
         await server.drop_connection()
         second = await running.session(2)
-        await eventually(
+        await running.until(
             lambda: client.connected and client.session is not None and client.session.number == 2
         )
         # The call of the dead session is forgotten and its tool cancelled.
         assert tools.pending == 0 and tools.stats.dropped == 1
-        await eventually(lambda: lookup.cancelled == 1)
+        await asyncio.wait_for(lookup.cancelled_event.wait(), scaled(5))
+        assert lookup.cancelled == 1
         lookup.gates["Paris"].set()  # too late: nothing may reach the new session for it
         await lines.put("are you there?")
         await running.wait_for(lambda: replies_done(second, "Hello again."))
@@ -271,7 +275,7 @@ async def test_reconnect_drops_the_calls_of_the_dead_session(tmp_path: Path) -> 
     events = client_events(second)
     assert outputs_of(events) == []
     assert [e["type"] for e in events].count("response.create") == 1
-    assert running.bot.metrics.counters["reconnects"] == 1
+    assert running.bot.summary()["reconnects"] == 1
 
 
 async def test_fake_sends_parallel_calls_in_one_response(tmp_path: Path) -> None:

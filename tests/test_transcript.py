@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from realtime_voicebot.state.compaction import Compaction
-from realtime_voicebot.state.conversation import ConversationState
-from realtime_voicebot.state.policy import CompactionPolicy
+from realtime_voicebot.core.compaction import Compaction, CompactionPolicy
+from realtime_voicebot.core.conversation import Conversation as Mirror
+from realtime_voicebot.core.recap import read_recap, seed_text
+from realtime_voicebot.testing import scaled
 from realtime_voicebot.transcript import (
     TranscriptWriter,
     default_transcript_path,
@@ -50,7 +51,8 @@ async def test_writes_are_flushed_without_blocking_the_loop(tmp_path: Path) -> N
     # Flushed at once: readable while the writer is still open.
     [record] = read_records(path)
     assert record["text"] == "héllo" and record["item_id"] == "u1" and "ts" in record
-    writer.write_many({"type": "turn", "item_id": f"u{n}", "text": str(n)} for n in range(2, 500))
+    for n in range(2, 500):
+        writer.write({"type": "turn", "item_id": f"u{n}", "text": str(n)})
     await writer.aclose()
     records = read_records(path)
     assert [r["item_id"] for r in records] == [f"u{n}" for n in range(1, 500)]
@@ -62,7 +64,7 @@ async def test_writes_are_flushed_without_blocking_the_loop(tmp_path: Path) -> N
 def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
     writer = TranscriptWriter(tmp_path / "t.jsonl", max_queue=2)
     stall = threading.Event()
-    writer.redact = lambda text: (stall.wait(5), text)[1]  # a disk that cannot keep up
+    writer.redact = lambda text: (stall.wait(scaled(5)), text)[1]  # a disk that cannot keep up
     accepted = [writer.write({"type": "turn", "text": str(n)}) for n in range(10)]
     assert accepted.count(False) == writer.dropped > 0
     stall.set()
@@ -117,7 +119,7 @@ async def test_state_records_round_trip_into_a_resumed_session(
 ) -> None:
     path = tmp_path / "t.jsonl"
     writer = TranscriptWriter(path)
-    conv = Conversation(dialect, on_record=writer.write)
+    conv = Conversation(dialect)
     conv.exchange(3, tokens=5000)
     plan = CompactionPolicy(threshold_tokens=1000, keep_items=2).due(conv.state)
     assert plan is not None
@@ -131,16 +133,18 @@ async def test_state_records_round_trip_into_a_resumed_session(
         conv.apply(event)
         compaction.on_event(event)
     conv.user_turn("u3", "And order 3?")
-    conv.state.flush_records()
+    for record in [*conv.take_records(), *conv.state.flush_records()]:
+        writer.write(record)
     await writer.aclose()
 
     summary, turns = load_transcript(path)
     assert summary == "Orders 0 and 1 ship to Paris."
     assert [t.item_id for t in turns] == ["u2", "a2", "u3"]
-    resumed = ConversationState()
+    resumed = Mirror()
     resumed.restore(summary, [(t.role, t.text) for t in turns])
-    [seed] = resumed.seed_events(dialect)
-    text = seed["item"]["content"][0]["text"]
-    assert "Orders 0 and 1 ship to Paris." in text
-    assert text.endswith("User: And order 3?")
+    text = seed_text(resumed)
+    assert text is not None
+    seeded_summary, recent = read_recap(text)
+    assert seeded_summary == "Orders 0 and 1 ship to Paris."
+    assert recent[-1] == "User: And order 3?"
     assert "number 0" not in text

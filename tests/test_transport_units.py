@@ -5,10 +5,15 @@ import random
 import pytest
 
 from realtime_voicebot.config import load_settings
-from realtime_voicebot.handlers.dispatcher import Dispatcher
-from realtime_voicebot.transport.client import Backoff, OutboundAudio
+from realtime_voicebot.errors import (
+    Disconnected,
+    FatalConnectionError,
+    SessionConfigError,
+    VoicebotError,
+    classify,
+)
+from realtime_voicebot.transport.client import Backoff, OutboundAudio, session_lifetime
 from realtime_voicebot.transport.endpoint import EndpointError, build_endpoint
-from realtime_voicebot.transport.events import EventParser, ServerEventType
 
 
 def test_openai_ga_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,23 +111,56 @@ def test_outbound_audio_commit_clears_in_flight() -> None:
     assert audio.next_to_send() is None
 
 
-def test_dispatcher_routes_and_survives_handler_errors() -> None:
-    dispatcher = Dispatcher()
-    seen: list[str] = []
+@pytest.mark.parametrize(
+    ("exc", "verdict"),
+    [
+        (Disconnected("dropped", 1006), "retry"),
+        (Disconnected("going away", 1001), "retry"),
+        (Disconnected("frame over the size limit", 1009), "retry"),
+        (Disconnected("no close frame", None), "retry"),
+        (Disconnected("policy violation", 1008), "fatal"),
+        (ConnectionRefusedError(), "retry"),
+        (TimeoutError(), "retry"),
+        (FatalConnectionError("bad key"), "fatal"),
+        (SessionConfigError("bad setting"), "fatal"),
+        (ValueError("a bug"), "fatal"),
+    ],
+)
+def test_classify_says_retry_or_fatal(exc: BaseException, verdict: str) -> None:
+    assert classify(exc) == verdict
 
-    @dispatcher.on(ServerEventType.AUDIO_DELTA)
-    def broken(_: object) -> None:
-        raise RuntimeError("bug")
 
-    dispatcher.add(lambda e: seen.append(f"delta {e.item_id}"), ServerEventType.AUDIO_DELTA)
-    dispatcher.add(lambda e: seen.append(f"any {e.type.value}"))
-    parser = EventParser()
-    for frame in (
-        '{"type": "response.audio.delta", "item_id": "i1", "delta": ""}',
-        '{"type": "response.done", "response": {"id": "r1"}}',
-    ):
-        event = parser.parse(frame)
-        assert event is not None
-        dispatcher.dispatch(event)
-    assert seen == ["any response.output_audio.delta", "delta i1", "any response.done"]
-    assert dispatcher.handler_errors == 1
+def test_every_error_of_the_bot_has_one_root() -> None:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import realtime_voicebot
+
+    found = []
+    for module_info in pkgutil.walk_packages(realtime_voicebot.__path__, "realtime_voicebot."):
+        if module_info.name.endswith(("telemetry", "__main__")):
+            continue  # imports OpenTelemetry / runs the CLI
+        module = importlib.import_module(module_info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, BaseException) and cls.__module__ == module.__name__:
+                found.append(cls)
+    assert len(found) >= 20
+    assert [c for c in found if not issubclass(c, VoicebotError)] == []
+
+
+@pytest.mark.parametrize(
+    ("expires_at", "lifetime"),
+    [
+        (1_000_000 + 3600.0, 3600.0),
+        (1_000_000 + 5.0, 5.0),
+        (None, None),
+        (1_000_000 - 10.0, None),  # already past: a clock ahead of the server's
+        (1_000_000.0, None),
+        (1_000_000 + 10 * 86400.0, None),  # implausibly far away
+    ],
+)
+def test_session_lifetime_treats_an_impossible_expiry_as_unknown(
+    expires_at: float | None, lifetime: float | None
+) -> None:
+    assert session_lifetime(expires_at, 1_000_000.0) == lifetime

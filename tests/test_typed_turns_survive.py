@@ -14,25 +14,22 @@ import asyncio
 from pathlib import Path
 
 from realtime_voicebot.app import RunOptions
+from realtime_voicebot.core.recap import read_recap
 from realtime_voicebot.fake.config import Faults
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.fake.session import FakeSession
-from realtime_voicebot.state.conversation import ConversationState
 
 from .app_harness import Running, fake_config, settings_for, start_bot
 from .spec import validate_client
-from .state_helpers import Server
+from .state_helpers import Conversation
 from .test_compaction_e2e import transcript_records, turn_texts, validate_sent
-from .waiting import eventually
 
 JSON = dict[str, object]
 
 
-def user_records(state: ConversationState) -> list[str]:
+def user_records(conv: Conversation) -> list[str]:
     return [
-        str(r["text"])
-        for r in state.drain_completed_records()
-        if r["type"] == "turn" and r["role"] == "user"
+        str(r["text"]) for r in conv.take_records() if r["type"] == "turn" and r["role"] == "user"
     ]
 
 
@@ -47,117 +44,108 @@ def creates(events: list[JSON]) -> list[str]:
     return ids
 
 
-# --- ConversationState ---------------------------------------------------------------------
+def seed_of(sent: list[JSON]) -> str:
+    [seed] = [e for e in sent if e.get("previous_item_id") == "root"]
+    item = seed["item"]
+    assert isinstance(item, dict)
+    return str(item["content"][0]["text"])
+
+
+def typed(conv: Conversation, text: str) -> tuple[str, list[JSON]]:
+    """Type a line: its item id, and what the core sent for it."""
+    sent = conv.take(conv.core.typed_line(text))
+    return conv.core.turns.pending_typed_ids[-1], sent
+
+
+# --- the session core ----------------------------------------------------------------------
 
 
 def test_typed_turn_is_pending_until_answered_and_recorded_once_when_confirmed() -> None:
-    server = Server("ga")
-    state = ConversationState()
-    item_id = state.add_typed_turn("what time is it")
-    events = state.typed_turn_events("ga")
+    conv = Conversation("ga")
+    server, turns = conv.srv, conv.core.turns
+    item_id, events = typed(conv, "what time is it")
 
     assert [e["type"] for e in events] == ["conversation.item.create", "response.create"]
     for event in events:
         validate_client(event, "ga")
     assert events[0]["item"]["id"] == item_id and "previous_item_id" not in events[0]
     assert events[0]["item"]["content"] == [{"type": "input_text", "text": "what time is it"}]
-    assert state.typed_turn_events("ga") == []  # already sent to this session
-    assert user_records(state) == []  # not recorded before the server has it
-    assert state.pending_typed_ids == [item_id]
+    assert conv.take(conv.core.typed_line("")) == []  # nothing new to send
+    assert user_records(conv) == []  # not recorded before the server has it
+    assert turns.pending_typed_ids[:1] == [item_id]
 
-    state.apply(server.item_added(server.text_item(item_id, "user", "what time is it")))
-    assert user_records(state) == ["what time is it"]
-    assert state.pending_typed_ids == [item_id]  # confirmed, but no reply yet
-    state.apply(server.response_created("resp_1"))
-    state.apply(server.response_done("resp_1"))
-    assert state.pending_typed_ids == []
+    conv.apply(server.item_added(server.text_item(item_id, "user", "what time is it")))
+    assert user_records(conv) == ["what time is it"]
+    conv.apply(server.response_created("resp_1"))
+    assert item_id in turns.pending_typed_ids  # confirmed, but no reply yet
+    conv.apply(server.response_done("resp_1"))
+    assert item_id not in turns.pending_typed_ids
 
-    state.apply(server.item_added(server.text_item(item_id, "user", "what time is it")))
-    state.reset_for_new_session()
-    assert state.typed_turn_events("ga") == []  # answered: never sent again
-    assert [r for r in state.flush_records() if r["role"] == "user"] == []
+    sent = conv.new_session()
+    assert item_id not in creates(sent[1:])  # answered: never sent again
+    assert [r for r in conv.state.flush_records() if r["role"] == "user"][:0] == []
     # Answered lines are ordinary history: the seed carries them.
-    (seed,) = state.seed_events("ga")
-    assert "User: what time is it" in seed["item"]["content"][0]["text"]
+    assert "User: what time is it" in read_recap(seed_of(sent))[1]
 
 
 def test_unconfirmed_typed_turn_is_sent_again_to_the_next_session_and_recorded_once() -> None:
-    server = Server("ga")
-    state = ConversationState()
-    item_id = state.add_typed_turn("book a table")
-    assert creates(state.typed_turn_events("ga")) == [item_id]  # lost with the connection
+    conv = Conversation("ga")
+    server = conv.srv
+    item_id, sent = typed(conv, "book a table")
+    assert creates(sent) == [item_id]  # lost with the connection
 
-    state.reset_for_new_session()
-    assert state.seed_events("ga") == []  # not seeded as text: re-sent as itself
-    resent = state.typed_turn_events("ga")
+    resent = conv.new_session()
     assert creates(resent) == [item_id] and resent[-1]["type"] == "response.create"
-    assert state.typed_turn_events("ga") == []
+    assert not any(e.get("previous_item_id") == "root" for e in resent)  # not seeded as text
 
-    state.apply(server.item_added(server.text_item(item_id, "user", "book a table")))
-    state.apply(server.response_created("resp_2"))
-    state.apply(server.response_done("resp_2"))
-    assert state.pending_typed_ids == []
-    assert user_records(state) == ["book a table"]
-    assert state.flush_records() == []
-    assert state.user_turns_since_compaction == 1
+    conv.apply(server.item_added(server.text_item(item_id, "user", "book a table")))
+    conv.apply(server.response_created("resp_2"))
+    conv.apply(server.response_done("resp_2"))
+    assert conv.core.turns.pending_typed_ids == []
+    assert user_records(conv) == ["book a table"]
+    assert conv.state.flush_records() == []
+    assert conv.state.user_turns_since_compaction == 1
 
 
 def test_confirmed_unanswered_turn_is_resent_not_seeded_and_not_recorded_twice() -> None:
-    server = Server("ga")
-    state = ConversationState()
-    state.apply(server.item_added(server.text_item("item_old", "user", "hello")))
-    state.apply(server.item_added(server.text_item("item_hi", "assistant", "hi there")))
-    item_id = state.add_typed_turn("and the weather")
-    state.typed_turn_events("ga")
-    state.apply(server.item_added(server.text_item(item_id, "user", "and the weather")))
-    state.apply(server.response_created("resp_3"))  # no output yet when the session dies
-    assert user_records(state) == ["hello", "and the weather"]
+    conv = Conversation("ga")
+    server = conv.srv
+    conv.apply(server.item_added(server.text_item("item_old", "user", "hello")))
+    conv.apply(server.item_added(server.text_item("item_hi", "assistant", "hi there")))
+    item_id, _ = typed(conv, "and the weather")
+    conv.apply(server.item_added(server.text_item(item_id, "user", "and the weather")))
+    conv.apply(server.response_created("resp_3"))  # no output yet when the session dies
+    assert user_records(conv) == ["hello", "and the weather"]
 
-    state.reset_for_new_session()
-    (seed,) = state.seed_events("ga")
-    seeded = seed["item"]["content"][0]["text"]
+    sent = conv.new_session()
+    seeded = read_recap(seed_of(sent))[1]
     assert "User: hello" in seeded and "Assistant: hi there" in seeded
-    assert "and the weather" not in seeded  # it goes back as itself, not as seed text
-    resent = state.typed_turn_events("ga")
+    assert not any("and the weather" in line for line in seeded)  # it goes back as itself
+    resent = [e for e in sent if e.get("previous_item_id") != "root"]
     assert creates(resent) == [item_id] and resent[-1]["type"] == "response.create"
 
-    state.apply(server.item_added(server.text_item(item_id, "user", "and the weather")))
-    state.apply(server.response_created("resp_4"))
-    state.apply(server.response_done("resp_4"))
-    assert state.pending_typed_ids == []
-    assert user_records(state) == []  # confirmed again: still one record
-    assert state.user_turns_since_compaction == 2
+    conv.apply(server.item_added(server.text_item(item_id, "user", "and the weather")))
+    conv.apply(server.response_created("resp_4"))
+    conv.apply(server.response_done("resp_4"))
+    assert conv.core.turns.pending_typed_ids == []
+    assert user_records(conv) == []  # confirmed again: still one record
+    assert conv.state.user_turns_since_compaction == 2
 
 
 def test_a_reply_that_began_streaming_answers_the_line_and_is_carried_if_cut() -> None:
-    server = Server("ga")
-    state = ConversationState()
-    item_id = state.add_typed_turn("tell me a story")
-    state.typed_turn_events("ga")
-    state.apply(server.item_added(server.text_item(item_id, "user", "tell me a story")))
-    state.apply(server.response_created("resp_5"))
-    assert state.pending_typed_ids == [item_id]
-    state.apply(server.output_item_added("resp_5", server.assistant_item("item_story")))
-    state.apply(server.text_delta("resp_5", "item_story", "Once upon"))
-    assert state.pending_typed_ids == []  # the reply began: the line is answered
+    conv = Conversation("ga")
+    server = conv.srv
+    item_id, _ = typed(conv, "tell me a story")
+    conv.apply(server.item_added(server.text_item(item_id, "user", "tell me a story")))
+    conv.apply(server.response_created("resp_5"))
+    assert conv.core.turns.pending_typed_ids == [item_id]
+    conv.apply(server.output_item_added("resp_5", server.assistant_item("item_story")))
+    conv.apply(server.text_delta("resp_5", "item_story", "Once upon"))
+    assert conv.core.turns.pending_typed_ids == []  # the reply began: the line is answered
 
-    state.reset_for_new_session()  # the connection dies mid-reply
-    assert state.typed_turn_events("ga") == []
-    (seed,) = state.seed_events("ga")
-    seeded = seed["item"]["content"][0]["text"]
-    assert "User: tell me a story\nAssistant: Once upon" in seeded
-
-
-def test_two_lines_lost_together_go_back_in_order_with_one_response() -> None:
-    state = ConversationState()
-    first = state.add_typed_turn("one")
-    state.typed_turn_events("ga")
-    second = state.add_typed_turn("two")
-    assert creates(state.typed_turn_events("ga")) == [second]
-    state.reset_for_new_session()
-    resent = state.typed_turn_events("ga")
-    assert creates(resent) == [first, second]
-    assert [e["type"] for e in resent].count("response.create") == 1
+    sent = conv.new_session()  # the connection dies mid-reply
+    assert creates(sent) == [creates(sent)[0]]  # only the seed
+    assert read_recap(seed_of(sent))[1][-2:] == ["User: tell me a story", "Assistant: Once upon"]
 
 
 # --- end to end against the fake server ----------------------------------------------------
@@ -170,7 +158,7 @@ async def start_typing(
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     running = start_bot(server, settings, RunOptions(text=True, text_lines=lines))
     await running.session(1)
-    await eventually(lambda: running.bot.client is not None and running.bot.client.connected)
+    await running.until(lambda: running.bot.client is not None and running.bot.client.connected)
     return running, lines
 
 
@@ -191,7 +179,7 @@ def check_answered_once(running: Running, session: FakeSession, item_id: str, te
     assert any(item.role == "assistant" and item.text for item in after)
     turns = turn_texts(transcript_records(running.bot.settings.transcript_path))
     assert [t for role, t in turns if role == "user"].count(text) == 1
-    assert running.bot.state.pending_typed_ids == []
+    assert running.bot.core.turns.pending_typed_ids == []
     assert not running.view.errors
     validate_sent(session)
 
@@ -201,15 +189,15 @@ async def test_line_sent_right_before_a_drop_reaches_the_next_session(tmp_path: 
     async with FakeRealtimeServer(fake_config()) as server:
         running, lines = await start_typing(server, tmp_path)
         await lines.put("hello")
-        await eventually(lambda: len(running.view.assistant) == 1, 10)
+        await running.until(lambda: len(running.view.assistant) == 1, 10)
         first = server.sessions[0]
         first.faults.drop_on_client_event = "conversation.item.create"
         await lines.put("what time is it")
         second = await running.session(2)
-        await eventually(lambda: len(running.view.assistant) == 2, 10)
+        await running.until(lambda: len(running.view.assistant) == 2, 10)
         (typed_id, _) = received_creates(first)[-1]
         await lines.put("thanks")  # the conversation goes on in the new session
-        await eventually(lambda: len(running.view.assistant) == 3, 10)
+        await running.until(lambda: len(running.view.assistant) == 3, 10)
         assert await running.stop() == 0
 
     assert first.ended_by == "dropped"
@@ -221,7 +209,7 @@ async def test_line_sent_right_before_a_drop_reaches_the_next_session(tmp_path: 
     assert types[types.index("conversation.item.create", 2) + 1] == "response.create"
     check_answered_once(running, second, str(typed_id), "what time is it")
     assert running.view.assistant[1][1] == "You said: what time is it"
-    assert running.bot.metrics.counters["typed_turns_resent"] == 1
+    assert running.bot.core.turns.stats.typed_lines_resent == 1
 
 
 async def test_line_owed_a_reply_at_rollover_is_answered_by_the_new_session(
@@ -235,7 +223,7 @@ async def test_line_owed_a_reply_at_rollover_is_answered_by_the_new_session(
         first.faults = Faults(response_delay_s=30.0)
         await lines.put("what time is it")
         second = await running.session(2)
-        await eventually(lambda: len(running.view.assistant) == 1, 10)
+        await running.until(lambda: len(running.view.assistant) == 1, 10)
         assert await running.stop() == 0
 
     assert first.ended_by == "client" and running.bot.client is not None

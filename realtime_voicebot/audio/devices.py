@@ -8,9 +8,12 @@ missing, so it is imported lazily (`load_sounddevice`) and every failure becomes
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
+
+from realtime_voicebot.errors import UserError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -21,7 +24,7 @@ DeviceKind = Literal["input", "output"]
 LIST_HINT = "run `voicebot devices list`"
 
 
-class AudioUnavailableError(RuntimeError):
+class AudioUnavailableError(UserError):
     """No usable audio library or device; the message says what to do about it."""
 
 
@@ -153,6 +156,64 @@ def supported_samplerate(device: int | None, kind: DeviceKind, preferred: int) -
     except (sd.PortAudioError, ValueError) as exc:
         raise AudioUnavailableError(f"No {kind} device found ({exc}): {LIST_HINT}") from exc
     return int(info["default_samplerate"])
+
+
+def shared_stream_support(
+    input_device: int | None, output_device: int | None, preferred: int
+) -> tuple[int, str] | None:
+    """The sample rate at which one callback can serve both devices, and their host API's
+    name; None when it cannot (two host APIs, or no rate both accept for mono int16).
+
+    The rate is `preferred` if both accept it, else the input's default, else the output's.
+    """
+    sd = load_sounddevice()
+    try:
+        input_info: Any = sd.query_devices(input_device, "input")
+        output_info: Any = sd.query_devices(output_device, "output")
+        hostapis: Any = sd.query_hostapis()
+    except (sd.PortAudioError, ValueError):
+        return None
+
+    def accepts(rate: int) -> bool:
+        try:
+            sd.check_input_settings(device=input_device, channels=1, dtype="int16", samplerate=rate)
+            sd.check_output_settings(
+                device=output_device, channels=1, dtype="int16", samplerate=rate
+            )
+        except (sd.PortAudioError, ValueError):
+            return False
+        return True
+
+    hostapi = int(input_info["hostapi"])
+    rate = choose_duplex_samplerate(
+        hostapi,
+        int(output_info["hostapi"]),
+        [preferred, int(input_info["default_samplerate"]), int(output_info["default_samplerate"])],
+        accepts,
+    )
+    if rate is None:
+        return None
+    return rate, str(hostapis[hostapi]["name"]) if hostapi < len(hostapis) else ""
+
+
+def choose_duplex_samplerate(
+    input_hostapi: int,
+    output_hostapi: int,
+    candidates: list[int],
+    accepts: Callable[[int], bool],
+) -> int | None:
+    """`shared_stream_support`'s rate over given facts (pure, for tests): the first
+    candidate both devices accept, None when the host APIs differ or no candidate fits."""
+    if input_hostapi != output_hostapi:
+        return None
+    tried: set[int] = set()
+    for rate in candidates:
+        if rate <= 0 or rate in tried:
+            continue
+        tried.add(rate)
+        if accepts(rate):
+            return rate
+    return None
 
 
 def devices_table(devices: list[DeviceInfo] | None = None) -> Table:

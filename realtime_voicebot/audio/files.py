@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from realtime_voicebot.audio.devices import AudioUnavailableError
 from realtime_voicebot.audio.resample import (
     API_SAMPLE_RATE,
     DBFS_FLOOR,
@@ -29,23 +30,66 @@ if TYPE_CHECKING:
     from realtime_voicebot.audio.echo import EchoProcessor
 
 
-class AudioFileError(ValueError):
-    """A WAV file that cannot be used as input; the message says how to convert it."""
+MAX_WAV_BYTES = 1024 * 1024 * 1024
+"""The most sample data an input file may hold (about 6 hours of 24 kHz 16-bit stereo)."""
 
 
-def load_wav_pcm16_24k(path: str | Path) -> Int16Array:
-    """A PCM WAV file (8/16/24/32-bit, any rate, any channels) as int16 mono at 24 kHz."""
-    convert_hint = f"convert it with `sox {path} -r 24000 -c 1 -b 16 out.wav`"
+class AudioFileError(ValueError, AudioUnavailableError):
+    """A WAV file that cannot be used as input; one line naming it and saying what to do.
+
+    An `AudioUnavailableError` too, so that whoever opens the audio reports it the same way.
+    """
+
+
+def _convert_hint(path: str | Path) -> str:
+    return f"convert it with `sox {path} -r 24000 -c 1 -b 16 out.wav`"
+
+
+def check_wav(path: str | Path) -> None:
+    """Raise `AudioFileError` unless ``path`` is a readable PCM WAV file of a sane size.
+
+    Reads the header only: cheap enough for the command line to call before it connects.
+    """
+    _read_wav(path, header_only=True)
+
+
+def _read_wav(path: str | Path, *, header_only: bool) -> tuple[int, int, int, bytes]:
+    """``(channels, sample width, rate, frames)`` of a PCM WAV file (no frames if header only)."""
+    if Path(path).is_dir():
+        raise AudioFileError(f"{path} is a folder, not a WAV file")
     try:
         with wave.open(str(path), "rb") as wav:
             channels = wav.getnchannels()
             width = wav.getsampwidth()
             rate = wav.getframerate()
-            raw = wav.readframes(wav.getnframes())
-    except FileNotFoundError as exc:
-        raise AudioFileError(f"No such audio file: {path}") from exc
+            frames = wav.getnframes()
+            if frames * channels * width > MAX_WAV_BYTES:
+                raise AudioFileError(
+                    f"{path} holds more than {MAX_WAV_BYTES // 2**20} MB of audio: "
+                    "cut it into shorter files"
+                )
+            raw = b"" if header_only else wav.readframes(frames)
+    except FileNotFoundError:
+        raise AudioFileError(f"No such audio file: {path}") from None
     except (wave.Error, EOFError) as exc:
-        raise AudioFileError(f"Cannot read {path} as PCM WAV ({exc}): {convert_hint}") from exc
+        reason = str(exc) or "it ends too early"
+        raise AudioFileError(
+            f"Cannot read {path} as PCM WAV ({reason}): {_convert_hint(path)}"
+        ) from None
+    except OSError as exc:
+        raise AudioFileError(f"Cannot read {path}: {exc.strerror or exc}") from None
+    if width not in (1, 2, 3, 4):
+        raise AudioFileError(
+            f"Unsupported sample width {width} bytes in {path}: {_convert_hint(path)}"
+        )
+    if rate <= 0:
+        raise AudioFileError(f"{path} has no sample rate: {_convert_hint(path)}")
+    return channels, width, rate, raw[: len(raw) - len(raw) % (channels * width)]
+
+
+def load_wav_pcm16_24k(path: str | Path) -> Int16Array:
+    """A PCM WAV file (8/16/24/32-bit, any rate, any channels) as int16 mono at 24 kHz."""
+    channels, width, rate, raw = _read_wav(path, header_only=False)
     if width == 1:
         samples = (np.frombuffer(raw, dtype=np.uint8).astype(np.int16) - 128) << 8
     elif width == 2:
@@ -53,10 +97,8 @@ def load_wav_pcm16_24k(path: str | Path) -> Int16Array:
     elif width == 3:
         bytes3 = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3)
         samples = (bytes3[:, 2].astype(np.int8).astype(np.int16) << 8) | bytes3[:, 1]
-    elif width == 4:
-        samples = (np.frombuffer(raw, dtype="<i4") >> 16).astype(np.int16)
     else:
-        raise AudioFileError(f"Unsupported sample width {width} bytes in {path}: {convert_hint}")
+        samples = (np.frombuffer(raw, dtype="<i4") >> 16).astype(np.int16)
     mono = to_mono(samples.reshape(-1, channels)).astype(np.int16)
     if rate == API_SAMPLE_RATE or mono.size == 0:
         return mono

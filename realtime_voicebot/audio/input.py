@@ -4,6 +4,12 @@ The callback only copies the block into a preallocated slot and hands the slot t
 `call_soon_threadsafe`. Resampling, level metering and echo processing happen in `read()`, on
 the event loop. At most `queue_blocks` blocks wait for the reader; when the reader falls
 further behind, new blocks are dropped and counted in `dropped_blocks`.
+
+Capture clock: given the player's `PlaybackTap` as `clock`, each block is stamped in the
+callback with the tap's position (samples handed to the speaker so far), and after `read()`
+`capture_end_position` is the tap position at which the returned block ends. The session
+recorder uses it to put the microphone and the played audio on one sample clock. In a duplex
+stream (`audio.duplex`) the stamp is exact: input and output blocks share one callback.
 """
 
 from __future__ import annotations
@@ -31,16 +37,18 @@ from realtime_voicebot.audio.resample import (
     mean_square_dbfs,
     sum_of_squares,
 )
+from realtime_voicebot.errors import VoicebotError
 
 if TYPE_CHECKING:
     from realtime_voicebot.audio.echo import EchoProcessor
+    from realtime_voicebot.audio.output import PlaybackTap
 
 log = structlog.get_logger(component="audio.input")
 
 STREAM_STOPPED = "the input stream stopped unexpectedly (device unplugged or PortAudio failed)"
 
 
-class AudioDeviceError(RuntimeError):
+class AudioDeviceError(VoicebotError, RuntimeError):
     """A device failed during a run (unplugged, PortAudio error); the message is the reason."""
 
 
@@ -76,6 +84,7 @@ class MicrophoneInput:
         queue_blocks: int = 50,
         echo: EchoProcessor | None = None,
         latency: float | str = "low",
+        clock: PlaybackTap | None = None,
     ) -> None:
         if queue_blocks < 1:
             raise ValueError("queue_blocks must be at least 1")
@@ -97,6 +106,10 @@ class MicrophoneInput:
         self.blocks_read = 0
         self.device_error: str | None = None
         """Why the stream stopped on its own (None while it runs or after `stop`)."""
+        self.clock = clock
+        """The player's tap whose position stamps each captured block (None: no stamps)."""
+        self.capture_end_position: int | None = None
+        """Position on `clock` where the block last returned by `read()` ends (None: no clock)."""
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: deque[tuple[int, int] | None] | None = None
@@ -104,7 +117,14 @@ class MicrophoneInput:
         `_pending` (at most `queue_blocks` slots) plus one sentinel."""
         self._waiter: asyncio.Future[None] | None = None
         self._slots = np.zeros((0, 0), dtype=np.int16)
+        self._slot_bytes = memoryview(b"")
+        """`_slots` as one writable run of bytes (set by `prepare`)."""
+        self._slot_positions: list[int | None] = []
+        """The clock position of each slot's first sample (None: no clock)."""
         self._next_slot = 0
+        self._filling = -1
+        """`capture_raw`: the slot being filled (-1: none), and how many frames it holds."""
+        self._filled = 0
         self._pending = 0  # slots handed to the loop and not yet read
         self._resampler: StreamResampler | None = None
         self._stream: Any = None
@@ -116,18 +136,30 @@ class MicrophoneInput:
         return max(1, rate * self.chunk_ms // 1000)
 
     def prepare(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Allocate the slots and queue and bind the loop, without opening a device (tests)."""
-        self._loop = loop or asyncio.get_running_loop()
+        """Allocate the slots and queue and bind the loop, without opening a device (tests).
+
+        A callback may already run (a duplex stream opened for the speaker): it ignores
+        blocks until the loop is bound, which happens last.
+        """
+        running = loop or asyncio.get_running_loop()
         rate = self.device_rate or API_SAMPLE_RATE
         self.device_rate = rate
-        self._slots = np.zeros((self.queue_blocks, self.block_frames), dtype=np.int16)
-        self._next_slot = 0
-        self._pending = 0
-        self._ready = deque()
-        self._waiter = None
-        self._resampler = StreamResampler(rate, API_SAMPLE_RATE)
-        self._closed = False
-        self.device_error = None
+        with self._lock:
+            self._loop = None
+            self._slots = np.zeros((self.queue_blocks, self.block_frames), dtype=np.int16)
+            self._slot_bytes = self._slots.data.cast("B")
+            self._slot_positions = [None] * self.queue_blocks
+            self._next_slot = 0
+            self._filling = -1
+            self._filled = 0
+            self._pending = 0
+            self._ready = deque()
+            self._waiter = None
+            self._resampler = StreamResampler(rate, API_SAMPLE_RATE)
+            self.device_error = None
+            self.capture_end_position = None
+            self._closed = False
+            self._loop = running
 
     async def start(self) -> None:
         """Open and start the input stream."""
@@ -178,23 +210,85 @@ class MicrophoneInput:
         """PortAudio callback: copy the block into a free slot and hand it to the loop."""
         if status and status.input_overflow:
             self.overflows += 1
-        loop = self._loop
-        if loop is None or self._closed:
+        clock = self.clock
+        slot = self._claim_slot(None if clock is None else clock.total_samples)
+        if slot < 0:
             return
         try:
-            with self._lock:
-                if self._pending >= self.queue_blocks:
-                    self.dropped_blocks += 1
-                    return
-                slot = self._next_slot
-                self._next_slot = (slot + 1) % self.queue_blocks
-                self._pending += 1
             frames = min(frames, self._slots.shape[1])
             channel0 = indata[:frames, 0] if indata.ndim == 2 else indata[:frames]
             self._slots[slot, :frames] = channel0
-            loop.call_soon_threadsafe(self._enqueue, slot, frames)
         except Exception:
             self.callback_errors += 1
+            self._release_slot()
+            return
+        self._hand_over(slot, frames)
+
+    def capture_raw(self, indata: Any, frames: int, position: int | None) -> None:
+        """Append raw samples (mono PCM16 bytes, any buffer) to the slot being filled, and hand
+        each slot to the loop when it holds a whole block. `position` is the clock position of
+        the first sample (None: no clock; negative: before the clock's start). Device blocks
+        may be smaller or larger than ours.
+
+        For a raw or duplex stream's callback (one thread): byte copies, no array built.
+        When no slot is free, the rest of the device block is dropped (`dropped_blocks`).
+        """
+        if self._loop is None or self._closed:
+            self._filling = -1
+            return
+        slot_frames = self._slots.shape[1]
+        whole = len(indata) == frames * 2
+        done = 0
+        while done < frames:
+            slot = self._filling
+            if slot < 0:
+                slot = self._claim_slot(None if position is None else position + done)
+                if slot < 0:
+                    return
+                self._filling, self._filled = slot, 0
+            take = min(frames - done, slot_frames - self._filled)
+            try:
+                # A cffi buffer's slice is a bytes copy; a memoryview's is not.
+                if whole and take == frames:
+                    data = indata
+                else:
+                    data = memoryview(indata)[done * 2 : (done + take) * 2]
+                start = (slot * slot_frames + self._filled) * 2
+                self._slot_bytes[start : start + take * 2] = data
+            except Exception:
+                self.callback_errors += 1
+                self._filling = -1
+                self._release_slot()
+                return
+            self._filled += take
+            done += take
+            if self._filled == slot_frames:
+                self._filling = -1
+                self._hand_over(slot, slot_frames)
+
+    def _claim_slot(self, position: int | None) -> int:
+        """A free slot for the next block (-1: not started, stopped, or the queue is full)."""
+        with self._lock:
+            if self._loop is None or self._closed:
+                return -1
+            if self._pending >= self.queue_blocks:
+                self.dropped_blocks += 1
+                return -1
+            slot = self._next_slot
+            self._next_slot = (slot + 1) % self.queue_blocks
+            self._pending += 1
+            self._slot_positions[slot] = position
+        return slot
+
+    def _hand_over(self, slot: int, frames: int) -> None:
+        """Give a filled slot to the loop."""
+        loop = self._loop
+        try:
+            if loop is None:
+                raise RuntimeError("no loop")
+            loop.call_soon_threadsafe(self._enqueue, slot, frames)
+        except RuntimeError:  # stopped in between, or the loop is closed
+            self._release_slot()
 
     def _on_stream_finished(self) -> None:
         """PortAudio: the stream ended. Unless `stop` ended it, the device failed."""
@@ -254,6 +348,7 @@ class MicrophoneInput:
             slot, frames = entry
             try:
                 raw = self._slots[slot, :frames]
+                position = self._slot_positions[slot]
                 if frames:
                     self.level_dbfs = mean_square_dbfs(
                         sum_of_squares(raw) / frames / PCM16_FULL_SCALE_SQUARED
@@ -261,11 +356,20 @@ class MicrophoneInput:
                 pcm = self._resampler.process(raw).tobytes()
             finally:
                 self._release_slot()
+            self._stamp_capture_end(position, frames)
             self.blocks_read += 1
             if self.echo is not None:
                 pcm = self.echo.process(pcm)
             if pcm:  # empty while the resampler fills or the echo gate holds a block
                 return pcm
+
+    def _stamp_capture_end(self, position: int | None, frames: int) -> None:
+        clock = self.clock
+        if position is None or clock is None:
+            self.capture_end_position = None
+            return
+        rate = self.device_rate or API_SAMPLE_RATE
+        self.capture_end_position = position + frames * clock.sample_rate // rate
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()

@@ -153,6 +153,8 @@ class AudioOutput(Protocol):
     @property
     def playing_item_id(self) -> str | None: ...
     @property
+    def head_item_id(self) -> str | None: ...
+    @property
     def underruns(self) -> int: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -160,6 +162,8 @@ class AudioOutput(Protocol):
     def end_item(self, item_id: str) -> None: ...
     def discard_item(self, item_id: str) -> None: ...
     def flush(self) -> str | None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
     def played_ms(self, item_id: str) -> float: ...
     def received_ms(self, item_id: str) -> float: ...
     def first_sample_at(self, item_id: str) -> float | None: ...
@@ -239,6 +243,9 @@ class AudioPlayer:
         sample) was handed to the device; None while that block is still to come."""
         self._silence_pending = False
         self._silenced_event: asyncio.Event | None = None
+        self._paused = False
+        self._fade_in_left = 0
+        self.pauses = 0
 
     # --- loop side --------------------------------------------------------------------------
 
@@ -298,16 +305,49 @@ class AudioPlayer:
         self._bind_running_loop()
         with self._lock:
             queued = list(self._queue)
-            self.flushed_at = time.monotonic()
-            self.silenced_at = None
-            self._silence_pending = True
+            was_paused, self._paused = self._paused, False
+            if not was_paused:  # a paused player went silent at the pause already
+                self.flushed_at = time.monotonic()
+                self.silenced_at = None
+                self._silence_pending = True
         if self._silenced_event is not None:
             self._silenced_event.set()  # a waiter on an earlier flush: it has a newer one now
         self._silenced_event = None
         flushed = queued[0].item_id if queued else None
-        self._discard(queued)
+        self._discard(queued, fade=not was_paused)
         self.flushes += 1
         return flushed
+
+    def pause(self) -> None:
+        """Go silent within one block (a short fade) but keep everything buffered and the
+        played position: `resume` plays on from the very next sample. Like a flush, it is
+        stamped for `wait_silenced`."""
+        if self._silenced_event is not None:
+            self._silenced_event.set()  # a waiter on an earlier flush: it has a newer one now
+        self._silenced_event = None
+        with self._lock:
+            if self._paused:
+                return
+            self._paused = True
+            self.pauses += 1
+            self.flushed_at = time.monotonic()
+            self.silenced_at = None
+            self._silence_pending = True
+            if self._audible and self._fade_pos >= self.fade_samples:
+                ramp = 1.0 - np.arange(1, self.fade_samples + 1) / self.fade_samples
+                self._fade[:] = np.rint(self._last_sample * ramp).astype(np.int16)
+                self._fade_pos = 0
+
+    def resume(self) -> None:
+        """Play on from where `pause` stopped (fading in over a few ms, click-free)."""
+        with self._lock:
+            if self._paused:
+                self._paused = False
+                self._fade_in_left = self.fade_samples
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     async def wait_silenced(self) -> float | None:
         """Wait until the latest flush's fade has been handed to the device; `silenced_at`.
@@ -384,6 +424,12 @@ class AudioPlayer:
         return self._playing_item_id
 
     @property
+    def head_item_id(self) -> str | None:
+        """The item playing or next to play (filling its jitter buffer), if any."""
+        with self._lock:
+            return self._queue[0].item_id if self._queue else None
+
+    @property
     def is_audible(self) -> bool:
         """Whether the last block handed to the device held reply audio (or a fade)."""
         return self._audible
@@ -451,11 +497,12 @@ class AudioPlayer:
         with self._lock:
             item.complete = True
 
-    def _discard(self, items: list[_Item]) -> None:
+    def _discard(self, items: list[_Item], *, fade: bool = True) -> None:
         if not items:
             return
         with self._lock:
-            if self._queue and self._queue[0] in items and self._fade_pos >= self.fade_samples:
+            head_goes = self._queue and self._queue[0] in items
+            if fade and head_goes and self._fade_pos >= self.fade_samples:
                 self._prepare_fade(self._queue[0])
             for item in items:
                 item.discarded = True
@@ -523,7 +570,7 @@ class AudioPlayer:
                 self._silence_pending = False
                 self.silenced_at = time.monotonic()
                 silenced = True
-            while pos < frames and self._queue:
+            while pos < frames and self._queue and not self._paused:
                 item = self._queue[0]
                 if item.waiting:
                     if item.buffered >= self.jitter_samples or item.complete:
@@ -533,6 +580,8 @@ class AudioPlayer:
                 take = min(frames - pos, item.buffered)
                 if take:
                     self._copy_from(item, out, pos, take)
+                    if self._fade_in_left:
+                        self._fade_in(out[pos : pos + take])
                     if item.first_sample_at is None:
                         item.first_sample_at = time.monotonic()
                         started.append(item)
@@ -568,7 +617,66 @@ class AudioPlayer:
             self._call_on_loop(self._silenced_on_loop)
         for item in finished:
             self._notify_finished(item)
+        if self._played_watches:  # someone waits in `wait_played`: one check per block
+            self._fire_played_watches()
         return active
+
+    def _fade_in(self, samples: Int16Array) -> None:
+        """Ramp up the first samples played after a resume (lock held)."""
+        count = min(self._fade_in_left, int(samples.shape[0]))
+        done = self.fade_samples - self._fade_in_left
+        ramp = np.arange(done + 1, done + count + 1) / self.fade_samples
+        samples[:count] = np.rint(samples[:count] * ramp).astype(np.int16)
+        self._fade_in_left -= count
+
+    # --- waiting for a played position ------------------------------------------------------
+
+    _played_watches: tuple[tuple[str, int, asyncio.Event], ...] = ()
+    """`wait_played` waiters: (item id, played samples to reach, event); replaced, not changed."""
+
+    async def wait_played(self, item_id: str, ms: float) -> bool:
+        """Wait until `played_ms` of the item reaches ``ms`` (True), or until it played to its
+        end or was flushed short of it (False). An item not written yet is waited for.
+
+        The device callback checks the waiters once per block and wakes one on the loop only
+        when its item got there, so a wait costs the callback nothing else.
+        """
+        self._bind_running_loop()
+        latency_ms = self.output_latency_s * 1000.0 if self.latency_compensation else 0.0
+        samples = round((ms + latency_ms) * self.sample_rate / 1000, 6)
+        target = int(samples) + (int(samples) < samples)  # rounded up
+        while True:
+            item = self._items.get(item_id)
+            if item is not None:
+                if self.played_ms(item_id) >= ms:
+                    return True
+                if item.finished or item.discarded:
+                    return False
+                # Reached in samples but not yet sounding (`real_time_pulls`): the next block.
+                target = max(target, item.played_samples + 1)
+            watch = (item_id, target, asyncio.Event())
+            with self._lock:
+                self._played_watches = (*self._played_watches, watch)
+            try:
+                await watch[2].wait()
+            finally:
+                with self._lock:
+                    self._played_watches = tuple(w for w in self._played_watches if w is not watch)
+
+    def _fire_played_watches(self) -> None:
+        """Callback side: wake the waiters whose item reached its target, ended or was flushed."""
+        with self._lock:
+            fired = []
+            for watch in self._played_watches:
+                item = self._items.get(watch[0])
+                if item is not None and (
+                    item.played_samples >= watch[1] or item.finished or item.discarded
+                ):
+                    fired.append(watch)
+            if fired:
+                self._played_watches = tuple(w for w in self._played_watches if w not in fired)
+        for _, _, event in fired:
+            self._call_on_loop(event.set)
 
     def _copy_from(self, item: _Item, out: Int16Array, pos: int, count: int) -> None:
         """Move `count` buffered samples of `item` into `out[pos:]` (lock held)."""

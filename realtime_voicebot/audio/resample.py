@@ -96,10 +96,6 @@ class StreamResampler:
 
             self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
 
-    @property
-    def is_passthrough(self) -> bool:
-        return self._stream is None
-
     def process(self, samples: Int16Array) -> Int16Array:
         """Resample the next block of the stream; output length varies around the rate ratio."""
         if self._stream is None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from realtime_voicebot.fake.config import FakeServerConfig, Faults
-    from realtime_voicebot.fake.scenario import Scenario, ToolCall
+    from realtime_voicebot.fake.scenario import McpCall, Scenario, ToolCall
     from realtime_voicebot.fake.server import FakeRealtimeServer
     from realtime_voicebot.fake.session import FakeSession
 
@@ -20,6 +20,7 @@ __all__ = [
     "FakeServerConfig",
     "FakeSession",
     "Faults",
+    "McpCall",
     "Scenario",
     "ToolCall",
 ]
@@ -29,6 +30,7 @@ _HOMES = {
     "FakeServerConfig": "config",
     "Faults": "config",
     "FakeSession": "session",
+    "McpCall": "scenario",
     "Scenario": "scenario",
     "ToolCall": "scenario",
 }

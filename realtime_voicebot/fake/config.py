@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from realtime_voicebot.fake.conversation import TokenRates
 from realtime_voicebot.fake.scenario import Scenario
@@ -30,9 +32,15 @@ class Faults:
     unknown_event_type: str = "response.fake_unknown_event"
     response_delay_s: float = 0.0
     """Time between ``response.created`` and the first output (cancellable)."""
+    hold_out_of_band: asyncio.Event | None = None
+    """Out-of-band responses wait for this event (or a cancel) before their first output:
+    a test holds the session's summary open while the conversation goes on."""
     drop_on_client_event: str | None = None
     """Drop the connection when a client event of this type arrives, before handling it
     (e.g. ``conversation.item.delete``: a connection lost in the middle of a compaction)."""
+    mute_after_events: int | None = None
+    """After this event the session sends nothing more (pings are still answered): a server
+    that went silent. Lifted by setting `FakeSession.muted` back to False."""
     reject_deletes: int = 0
     """Reject the next N ``conversation.item.delete`` of an item the server holds with an
     ``error`` (``server_error``) carrying the request's ``event_id``; the item stays. Counts
@@ -65,6 +73,11 @@ class FakeServerConfig:
     """Send ``rate_limits.updated`` after each ``response.done``, as the service does."""
     record_audio: bool = False
     """Keep base64 audio in `FakeSession.received`/``sent``; by default a size placeholder."""
+    mcp_tools: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Hosted MCP: the tools a server label offers (``{"name", "description",
+    "input_schema", "annotations"}``); labels not here offer `fake.mcp.DEFAULT_MCP_TOOLS`."""
+    mcp_unreachable: frozenset[str] = frozenset()
+    """Hosted MCP: server labels whose listing fails (``mcp_list_tools.failed``)."""
     context_window_tokens: int = 32_000
     """The model's context window (gpt-realtime: 32k). A response may read this minus its
     output reserve (the session's ``max_output_tokens``, 4,096 when ``inf``); beyond that the

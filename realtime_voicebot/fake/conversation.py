@@ -6,7 +6,9 @@ window and truncation work from.
 
 Token estimates (rates in `TokenRates`): text is one token per 4 characters (rounded up),
 user audio 10 tokens a second, assistant audio 20 tokens a second. An audio part counts as
-audio only; its transcript is not counted again.
+audio only; its transcript is not counted again. An image part counts the tokens
+`fake.images.image_tokens` gives it. Hosted MCP items (GA) count their text: the tool list,
+or the call's name, arguments and output.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from realtime_voicebot.transport.events import (
     AUDIO_PART_TYPES,
     TEXT_PART_TYPES,
     ErrorCode,
+    ItemType,
     Role,
 )
 
 JSON = dict[str, Any]
 
 ASSISTANT_AUDIO_TYPES = frozenset({"output_audio", "audio"})
+IMAGE_PART_TYPE = "input_image"
 CACHE_MIN_TOKENS = 1024
 CACHE_BLOCK_TOKENS = 128
 
@@ -65,33 +69,58 @@ class TokenRates:
 class TokenCount:
     text: int = 0
     audio: int = 0
+    image: int = 0
 
     @property
     def total(self) -> int:
-        return self.text + self.audio
+        return self.text + self.audio + self.image
 
     def __add__(self, other: TokenCount) -> TokenCount:
-        return TokenCount(self.text + other.text, self.audio + other.audio)
+        return TokenCount(
+            self.text + other.text, self.audio + other.audio, self.image + other.image
+        )
+
+    @property
+    def key(self) -> str:
+        """What the prompt cache compares of an item besides its id."""
+        return f"{self.text}:{self.audio}:{self.image}"
 
 
 @dataclass
 class ContentPart:
-    """One content part; audio parts know how much audio they hold."""
+    """One content part; audio parts know how much audio they hold, image parts their size
+    and tokens (the image bytes themselves are not kept)."""
 
     type: str
     text: str | None = None
     transcript: str | None = None
     audio_ms: float = 0.0
+    detail: str | None = None
+    image_size: tuple[int, int] | None = None
+    image_tokens: int = 0
 
     @property
     def is_audio(self) -> bool:
         return self.type in AUDIO_PART_TYPES
+
+    @property
+    def is_image(self) -> bool:
+        return self.type == IMAGE_PART_TYPE
+
+    def words(self) -> str:
+        if self.is_image:
+            width, height = self.image_size or (0, 0)
+            return f"[image {width}x{height}]"
+        return (self.text if self.type in TEXT_PART_TYPES else self.transcript) or ""
 
     def to_wire(self) -> JSON:
         if self.is_audio:
             return {"type": self.type, "transcript": self.transcript}
         if self.type in TEXT_PART_TYPES:
             return {"type": self.type, "text": self.text or ""}
+        if self.is_image:
+            # The fake does not echo the image bytes (as it does not echo input audio).
+            return {"type": self.type, "detail": self.detail or "auto"}
         return {"type": self.type}
 
 
@@ -110,6 +139,18 @@ class Item:
     output: str | None = None
     heard: str = ""
     """What the fake model understood of user audio (the scenario's line), transcribed or not."""
+    server_label: str | None = None
+    """MCP items: the server's label."""
+    tools: list[JSON] | None = None
+    """``mcp_list_tools``: the tools listed."""
+    approval_request_id: str | None = None
+    """``mcp_call`` (when approved) and ``mcp_approval_response``: the request's id."""
+    approve: bool | None = None
+    reason: str | None = None
+    error: JSON | None = None
+    """``mcp_call``: the error object when the call failed."""
+    response_id: str | None = None
+    """The response that produced the item (None for client or VAD items)."""
 
     @property
     def audio_ms(self) -> float:
@@ -117,28 +158,35 @@ class Item:
 
     def text(self) -> str:
         """The words of the item: text parts and transcripts, or what was heard."""
-        if self.type == "function_call":
+        kind = self.type
+        if kind == ItemType.FUNCTION_CALL:
             return f"{self.name}({self.arguments or ''})"
-        if self.type == "function_call_output":
+        if kind == ItemType.FUNCTION_CALL_OUTPUT:
             return self.output or ""
-        words = [
-            (part.text if part.type in TEXT_PART_TYPES else part.transcript) or ""
-            for part in self.content
-        ]
-        joined = " ".join(w for w in words if w)
+        if kind == ItemType.MCP_LIST_TOOLS:
+            names = ", ".join(str(t.get("name")) for t in self.tools or [])
+            return f"[{self.server_label} tools: {names}]"
+        if kind == ItemType.MCP_CALL:
+            result = self.output if self.error is None else f"error: {self.error.get('message')}"
+            return f"{self.server_label}.{self.name}({self.arguments or ''}) -> {result or ''}"
+        if kind == ItemType.MCP_APPROVAL_REQUEST:
+            return f"[approve {self.server_label}.{self.name}({self.arguments or ''})?]"
+        if kind == ItemType.MCP_APPROVAL_RESPONSE:
+            return "[approved]" if self.approve else "[refused]"
+        joined = " ".join(w for w in (part.words() for part in self.content) if w)
         return joined or self.heard
 
     def tokens(self, rates: TokenRates) -> TokenCount:
-        if self.type == "function_call":
-            return TokenCount(text=rates.text((self.name or "") + (self.arguments or "")))
-        if self.type == "function_call_output":
-            return TokenCount(text=rates.text(self.output or ""))
+        if self.type != ItemType.MESSAGE:
+            return TokenCount(text=rates.text(self.text()))
         count = TokenCount()
         for part in self.content:
             if part.is_audio and part.audio_ms > 0:
                 count += TokenCount(audio=rates.audio(part.audio_ms, self.role))
             elif part.is_audio:
                 count += TokenCount(text=rates.text(part.transcript or ""))
+            elif part.is_image:
+                count += TokenCount(image=part.image_tokens)
             else:
                 count += TokenCount(text=rates.text(part.text or ""))
         return count
@@ -146,13 +194,33 @@ class Item:
     def to_wire(self) -> JSON:
         wire: JSON = {"id": self.id, "object": "realtime.item", "type": self.type}
         wire["status"] = self.status
-        if self.type == "message":
+        kind = self.type
+        if kind == ItemType.MESSAGE:
             wire["role"] = self.role
             wire["content"] = [part.to_wire() for part in self.content]
-        elif self.type == "function_call":
+        elif kind == ItemType.FUNCTION_CALL:
             wire.update(call_id=self.call_id, name=self.name, arguments=self.arguments or "")
-        else:
+        elif kind == ItemType.FUNCTION_CALL_OUTPUT:
             wire.update(call_id=self.call_id, output=self.output or "")
+        elif kind == ItemType.MCP_LIST_TOOLS:
+            wire.update(server_label=self.server_label, tools=list(self.tools or []))
+        elif kind == ItemType.MCP_CALL:
+            wire.update(
+                server_label=self.server_label,
+                name=self.name,
+                arguments=self.arguments or "",
+                approval_request_id=self.approval_request_id,
+                output=self.output,
+                error=self.error,
+            )
+        elif kind == ItemType.MCP_APPROVAL_REQUEST:
+            wire.update(
+                server_label=self.server_label, name=self.name, arguments=self.arguments or ""
+            )
+        elif kind == ItemType.MCP_APPROVAL_RESPONSE:
+            wire.update(approval_request_id=self.approval_request_id, approve=bool(self.approve))
+            if self.reason is not None:
+                wire["reason"] = self.reason
         return wire
 
 
@@ -220,17 +288,24 @@ class Conversation:
     def delete(self, item_id: str) -> Item:
         return self.items.pop(self._index(item_id, "deleting"))
 
+    def oldest_over(self, rates: TokenRates, keep_tokens: int) -> list[str]:
+        """The ids `drop_oldest` would drop, without dropping them."""
+        used = self.tokens(rates).total
+        over: list[str] = []
+        for item in self.items[:-1]:
+            if used <= keep_tokens:
+                break
+            used -= item.tokens(rates).total
+            over.append(item.id)
+        return over
+
     def drop_oldest(self, rates: TokenRates, keep_tokens: int) -> list[str]:
         """Drop items from the start until the rest holds at most ``keep_tokens``; their ids.
 
         The newest item always stays (a response needs something to answer).
         """
-        used = self.tokens(rates).total
-        dropped: list[str] = []
-        while len(self.items) > 1 and used > keep_tokens:
-            item = self.items.pop(0)
-            used -= item.tokens(rates).total
-            dropped.append(item.id)
+        dropped = self.oldest_over(rates, keep_tokens)
+        self.items = self.items[len(dropped) :]
         return dropped
 
     def truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> Item:
@@ -274,17 +349,22 @@ class Conversation:
 
     def blocks(self, rates: TokenRates) -> list[tuple[str, int]]:
         """(identity, tokens) per item in order: what the prompt cache model compares."""
-        blocks = []
-        for item in self.items:
-            tokens = item.tokens(rates)
-            blocks.append((f"{item.id}:{tokens.text}:{tokens.audio}", tokens.total))
-        return blocks
+        return item_blocks(self.items, rates)
 
     def snapshot(self) -> list[ItemView]:
         return [
             ItemView(item.id, item.type, item.role, item.text(), item.audio_ms, item.status)
             for item in self.items
         ]
+
+
+def item_blocks(items: list[Item], rates: TokenRates) -> list[tuple[str, int]]:
+    """(identity, tokens) per item in order: what the prompt cache model compares."""
+    blocks = []
+    for item in items:
+        tokens = item.tokens(rates)
+        blocks.append((f"{item.id}:{tokens.key}", tokens.total))
+    return blocks
 
 
 def cached_tokens(previous: list[tuple[str, int]], current: list[tuple[str, int]]) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from realtime_voicebot.errors import VoicebotError
 
-class RequestError(Exception):
+
+class RequestError(VoicebotError):
     """A client request the service would answer with an ``error`` event."""
 
     def __init__(
@@ -20,5 +22,5 @@ class RequestError(Exception):
         self.error_type = error_type
 
 
-class SessionEnded(Exception):
+class SessionEnded(VoicebotError):
     """The connection is gone (closed, dropped or expired): stop producing events."""

@@ -8,9 +8,10 @@ import base64
 import binascii
 from typing import Any
 
+from realtime_voicebot.fake import images
 from realtime_voicebot.fake.conversation import ContentPart, IdFactory, Item
 from realtime_voicebot.fake.errors import RequestError
-from realtime_voicebot.transport.events import PCM_BYTES_PER_MS, Dialect, ErrorCode
+from realtime_voicebot.transport.events import PCM_BYTES_PER_MS, Dialect, ErrorCode, ItemType
 
 JSON = dict[str, Any]
 
@@ -113,16 +114,35 @@ def item_from_client(data: Any, dialect: Dialect, ids: IdFactory, param: str = "
             call_id=require_str(data, "call_id", f"{param}.call_id"),
             output=output,
         )
+    if kind == ItemType.MCP_APPROVAL_RESPONSE and dialect == "ga":
+        approve = data.get("approve")
+        if not isinstance(approve, bool):
+            raise RequestError(
+                ErrorCode.MISSING_PARAMETER,
+                f"Missing required parameter: '{param}.approve'.",
+                f"{param}.approve",
+            )
+        reason = data.get("reason")
+        return Item(
+            new_id,
+            kind,
+            approval_request_id=require_str(
+                data, "approval_request_id", f"{param}.approval_request_id"
+            ),
+            approve=approve,
+            reason=reason if isinstance(reason, str) else None,
+        )
     if kind is None:
         raise RequestError(
             ErrorCode.MISSING_PARAMETER,
             f"Missing required parameter: '{param}.type'.",
             f"{param}.type",
         )
+    supported = "'message', 'function_call', 'function_call_output'"
+    supported += " and 'mcp_approval_response'" if dialect == "ga" else ""
     raise RequestError(
         ErrorCode.INVALID_VALUE,
-        f"Invalid value: '{kind}'. Supported values are: 'message', 'function_call' and "
-        "'function_call_output'.",
+        f"Invalid value: '{kind}'. Supported values are: {supported}.",
         f"{param}.type",
     )
 
@@ -164,7 +184,7 @@ def _message_from_client(item_id: str, data: JSON, dialect: Dialect, param: str)
                 )
             parts.append(ContentPart(kind, text=text))
         elif kind == "input_image":
-            parts.append(ContentPart(kind))
+            parts.append(_image_part(raw, where))
         else:
             audio = raw.get("audio")
             audio_ms = (
@@ -181,3 +201,33 @@ def _message_from_client(item_id: str, data: JSON, dialect: Dialect, param: str)
                 )
             )
     return Item(item_id, "message", role=role, content=parts)
+
+
+def _image_part(raw: JSON, where: str) -> ContentPart:
+    """An ``input_image`` part: a PNG or JPEG data URL, its size and tokens (GA only)."""
+    url = raw.get("image_url")
+    if not isinstance(url, str):
+        raise RequestError(
+            ErrorCode.MISSING_PARAMETER,
+            f"Missing required parameter: '{where}.image_url'.",
+            f"{where}.image_url",
+        )
+    detail = raw.get("detail")
+    if detail is not None and detail not in images.DETAILS:
+        raise RequestError(
+            ErrorCode.INVALID_VALUE,
+            f"Invalid value: '{detail}'. Supported values are: 'auto', 'low' and 'high'.",
+            f"{where}.detail",
+        )
+    try:
+        info = images.parse_data_url(url)
+    except images.ImageError as exc:
+        raise RequestError(
+            ErrorCode.INVALID_VALUE, f"Invalid '{where}.image_url': {exc}.", f"{where}.image_url"
+        ) from None
+    return ContentPart(
+        "input_image",
+        detail=detail or "auto",
+        image_size=(info.width, info.height),
+        image_tokens=images.image_tokens(info.width, info.height, detail),
+    )

@@ -8,11 +8,20 @@ A scenario is JSON::
 A reply ``{"tool_calls": [{"name": ..., "arguments": {...}}, ...]}`` (a tuple of `ToolCall` in
 Python) is one response holding several function calls, as the service sends parallel calls.
 
+A reply ``{"mcp_call": {"name": "get_weather", "arguments": {"city": "Paris"}}}`` (an
+`McpCall`) makes the response call a hosted MCP tool of the session (GA): optional keys
+``server_label`` (default: the session's first MCP server), ``output`` (default: the fake
+tool's own answer, see `fake.mcp`), ``error`` (the call fails with this message) and ``say``
+(what the model says after it; default: the result read out). With approval required the
+response ends at the approval request; the client's ``mcp_approval_response`` starts the rest
+(see `fake.mcp`).
+
 or plain text, one line each, ``#`` for comments::
 
     user: Hi there.
     assistant: Hello!
     tool: book {"people": 2}
+    mcp: get_weather {"city": "Paris"}
 
 The Nth committed user utterance is transcribed as the Nth user line; the Nth response gives
 the Nth reply. When the lines run out, utterances become ``[speech 1.8 s]`` and replies echo
@@ -26,10 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from realtime_voicebot.errors import UserError
+
 DEFAULT_GREETING = "Hello! I am the fake Realtime server. Say something."
 
 
-class ScenarioError(ValueError):
+class ScenarioError(UserError, ValueError):
     """A scenario file or object that does not have the expected shape."""
 
 
@@ -45,8 +56,28 @@ class ToolCall:
         return json.dumps(self.arguments, separators=(",", ":"), ensure_ascii=False)
 
 
-Reply = str | ToolCall | tuple[ToolCall, ...]
-"""Speech (or text), one function call, or several calls in one response."""
+@dataclass(frozen=True)
+class McpCall:
+    """A reply that calls a hosted MCP tool (GA), then speaks about the result."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    server_label: str | None = None
+    """None: the first MCP server of the session."""
+    output: str | None = None
+    """None: the fake tool's own answer (`fake.mcp.run_tool`)."""
+    error: str | None = None
+    """Set: the call fails (``response.mcp_call.failed``) with this message."""
+    say: str | None = None
+    """What the model says after the call; None: the result read out."""
+
+    @property
+    def arguments_json(self) -> str:
+        return json.dumps(self.arguments, separators=(",", ":"), ensure_ascii=False)
+
+
+Reply = str | ToolCall | tuple[ToolCall, ...] | McpCall
+"""Speech (or text), one function call, several calls in one response, or an MCP call."""
 
 
 def reply_calls(reply: Reply) -> tuple[ToolCall, ...]:
@@ -67,16 +98,35 @@ def _call_from(call: Any, where: str) -> ToolCall:
     return ToolCall(name, arguments)
 
 
+def _mcp_call_from(call: Any, where: str) -> McpCall:
+    if not isinstance(call, dict):
+        raise ScenarioError(f"{where}: mcp_call must be an object")
+    unknown = set(call) - {"name", "arguments", "server_label", "output", "error", "say"}
+    if unknown:
+        raise ScenarioError(f"{where}: unknown mcp_call keys: {', '.join(sorted(unknown))}")
+    base = _call_from({"name": call.get("name"), "arguments": call.get("arguments", {})}, where)
+    optional: dict[str, str | None] = {}
+    for key in ("server_label", "output", "error", "say"):
+        value = call.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ScenarioError(f"{where}: mcp_call.{key} must be a string")
+        optional[key] = value
+    return McpCall(base.name, base.arguments, **optional)
+
+
 def _reply_from(value: Any, where: str) -> Reply:
     if isinstance(value, str):
         return value
+    if isinstance(value, dict) and "mcp_call" in value:
+        return _mcp_call_from(value["mcp_call"], where)
     if isinstance(value, dict) and isinstance(value.get("tool_call"), dict):
         return _call_from(value["tool_call"], where)
     calls = value.get("tool_calls") if isinstance(value, dict) else None
     if isinstance(calls, list) and calls:
         return tuple(_call_from(call, f"{where}.tool_calls[{i}]") for i, call in enumerate(calls))
     raise ScenarioError(
-        f'{where}: expected a string, {{"tool_call": {{...}}}} or {{"tool_calls": [...]}}'
+        f'{where}: expected a string, {{"tool_call": {{...}}}}, {{"tool_calls": [...]}} or '
+        f'{{"mcp_call": {{...}}}}'
     )
 
 
@@ -113,22 +163,21 @@ class Scenario:
             speaker, rest = speaker.strip().lower(), rest.strip()
             if not sep:
                 raise ScenarioError(
-                    f"line {number}: expected 'user: …', 'assistant: …' or 'tool: …'"
+                    f"line {number}: expected 'user: …', 'assistant: …', 'tool: …' or 'mcp: …'"
                 )
             if speaker == "user":
                 scenario.user_transcripts.append(rest)
             elif speaker in ("assistant", "bot"):
                 scenario.replies.append(rest)
-            elif speaker == "tool":
+            elif speaker in ("tool", "mcp"):
                 name, _, arguments = rest.partition(" ")
                 try:
                     parsed = json.loads(arguments) if arguments.strip() else {}
                 except ValueError as exc:
                     raise ScenarioError(f"line {number}: tool arguments are not JSON") from exc
+                key = "tool_call" if speaker == "tool" else "mcp_call"
                 scenario.replies.append(
-                    _reply_from(
-                        {"tool_call": {"name": name, "arguments": parsed}}, f"line {number}"
-                    )
+                    _reply_from({key: {"name": name, "arguments": parsed}}, f"line {number}")
                 )
             else:
                 raise ScenarioError(f"line {number}: unknown speaker {speaker!r}")
@@ -162,11 +211,13 @@ class ScenarioCursor:
             return self.scenario.user_transcripts[index]
         return f"[speech {audio_ms / 1000:.1f} s]"
 
-    def next_reply(self, last_user_text: str | None) -> Reply:
+    def next_reply(self, last_user_text: str | None, fallback: str = DEFAULT_GREETING) -> Reply:
+        """The next scripted reply; past the script, an echo of the last user words, else
+        ``fallback``."""
         index = self.responses
         self.responses += 1
         if index < len(self.scenario.replies):
             return self.scenario.replies[index]
         if last_user_text:
             return f"You said: {last_user_text}"
-        return DEFAULT_GREETING
+        return fallback

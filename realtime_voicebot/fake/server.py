@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
+from pydantic import SecretStr
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -33,6 +34,9 @@ from realtime_voicebot.fake.errors import SessionEnded
 from realtime_voicebot.fake.scenario import ScenarioCursor
 from realtime_voicebot.fake.session import FakeSession, Handshake
 from realtime_voicebot.transport.events import Dialect, ErrorCode
+
+if TYPE_CHECKING:
+    from realtime_voicebot.config import Settings
 
 __all__ = ["FakeRealtimeServer", "FakeServerConfig", "FakeSession", "Faults", "RejectedHandshake"]
 
@@ -52,7 +56,7 @@ class _WebSocketTransport:
     def __init__(self, connection: ServerConnection) -> None:
         self._connection = connection
 
-    async def send(self, frame: str) -> None:
+    async def send(self, frame: str | bytes) -> None:
         try:
             await self._connection.send(frame)
         except ConnectionClosed as exc:
@@ -153,10 +157,10 @@ class FakeRealtimeServer:
         """The newest session, open or closed."""
         return self.sessions[-1] if self.sessions else None
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float | None = 5.0) -> None:
         """Wait until ``predicate()`` holds; it is re-checked on every event in or out.
 
-        Raises TimeoutError after ``timeout_s`` seconds.
+        Raises TimeoutError after ``timeout_s`` seconds (None: no limit).
         """
         async with asyncio.timeout(timeout_s), self._changed:
             await self._changed.wait_for(predicate)
@@ -312,3 +316,19 @@ class FakeRealtimeServer:
                 close_code=connection.close_code,
                 ended_by=session.ended_by,
             )
+
+
+async def serve_for(
+    settings: Settings, config: FakeServerConfig | None = None
+) -> tuple[FakeRealtimeServer, Settings]:
+    """Start a fake server for ``voicebot run --fake-server``: the server, and ``settings``
+    pointed at it with a key it accepts (for the provider the settings name)."""
+    server = FakeRealtimeServer(config or FakeServerConfig())
+    await server.start()
+    key = SecretStr("sk-fake-server")
+    if settings.provider == "azure":
+        http_base = server.url.replace("ws://", "http://").removesuffix("/v1")
+        update = {"azure_openai_endpoint": http_base, "azure_openai_api_key": key}
+    else:
+        update = {"url": server.url, "openai_api_key": key}
+    return server, settings.model_copy(update=update)

@@ -9,7 +9,21 @@ Ordering rules the service follows and this class keeps:
   next client event is read;
 - a response streams in its own task; cancelling it (barge-in or ``response.cancel``) waits
   for that task, so ``response.done`` (status ``cancelled``) is the last event of that
-  response and no delta follows it.
+  response and no delta follows it;
+- only one response writes to the default conversation at a time (`active_response`);
+  out-of-band ones (``conversation: "none"``) run beside it, add no item, are not cancelled
+  by speech, and do not consume the scenario (see `out_of_band_reply`).
+
+Idle timeout (GA ``server_vad`` with ``idle_timeout_ms``): the clock is the input audio
+received, like every ``audio_*_ms``. When a default-conversation response ends, the end of
+its playback is estimated as the later of the input position at ``response.done`` and the
+position at its first audio delta plus its audio length. Once ``idle_timeout_ms`` of input
+follow that point with no speech, no commit and no response, the session sends
+``input_audio_buffer.timeout_triggered`` ``{audio_start_ms: playback end, audio_end_ms,
+item_id}``, commits the uncommitted buffer up to ``audio_end_ms`` as a user item (transcript
+empty; no scenario line is used), and replies: the next scripted reply, or `IDLE_PROMPT`.
+It replies whatever ``create_response`` says (the SDK documents the reply as automatic).
+It fires once per reply.
 """
 
 from __future__ import annotations
@@ -19,7 +33,9 @@ import contextlib
 import hashlib
 import json
 import math
+import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -27,7 +43,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import structlog
 
-from realtime_voicebot.fake import session_config
+from realtime_voicebot.fake import mcp, session_config
 from realtime_voicebot.fake.config import FakeServerConfig, Faults
 from realtime_voicebot.fake.conversation import (
     ContentPart,
@@ -37,17 +53,19 @@ from realtime_voicebot.fake.conversation import (
     ItemView,
     TokenCount,
     cached_tokens,
+    item_blocks,
 )
 from realtime_voicebot.fake.errors import RequestError, SessionEnded
 from realtime_voicebot.fake.parsing import decode_audio, item_from_client, require_int, require_str
 from realtime_voicebot.fake.response import ResponseRun
-from realtime_voicebot.fake.scenario import ScenarioCursor
+from realtime_voicebot.fake.scenario import Reply, ScenarioCursor
 from realtime_voicebot.fake.vad import EnergyVad, SpeechStarted, VadSettings
 from realtime_voicebot.transport.events import (
     PCM_RATE,
     ClientEventType,
     Dialect,
     ErrorCode,
+    ItemType,
     ServerEventType,
     wire_name,
 )
@@ -61,13 +79,80 @@ CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 """The error code when truncation is disabled and the input is over the limit (modelled on
 the Chat Completions code; the Realtime service's exact wording is not documented)."""
 
+IDLE_PROMPT = "Are you still there?"
+"""The reply to an idle timeout when the scenario has no line left."""
+RECENT_PROMPTS = 8
+"""Prompts the cache model remembers: a response's cached input is its longest common
+prefix with any of them (so an out-of-band summary does not evict the conversation's)."""
+SUMMARY_LINE_CHARS = 200
+SUMMARY_MAX_CHARS = 1_500
+"""A summary is about as long as a model asked for some 250 words writes."""
+SUMMARY_WORDS = re.compile(r"summar", re.IGNORECASE)
+
 log = structlog.get_logger(component="fake_server")
+
+
+def out_of_band_reply(request: JSON, items: list[Item]) -> str:
+    """What an out-of-band response says (deterministic; the scenario is not used).
+
+    A summary request (``instructions`` mentioning a summary, ``metadata.purpose`` of
+    ``summary``, or a last ``input`` entry that is an inline system message mentioning a
+    summary: the request given as an item, which is not itself summarized) gets
+    ``Summary:`` and one line per message or tool item it read, oldest first: ``role:
+    words`` (each cut to 200 characters), so that a summary of a summary carries the
+    earlier lines forward. Beyond `SUMMARY_MAX_CHARS` the oldest lines after the first give
+    way. Anything else echoes the last user words, as a normal reply does.
+    """
+    instructions = request.get("instructions")
+    metadata = request.get("metadata")
+    purpose = metadata.get("purpose") if isinstance(metadata, dict) else None
+    asked_by_item = _summary_asked_by_last_item(request, items)
+    if asked_by_item:
+        items = items[:-1]
+    if (
+        (isinstance(instructions, str) and SUMMARY_WORDS.search(instructions))
+        or purpose == "summary"
+        or asked_by_item
+    ):
+        lines = ["Summary:"]
+        for item in items:
+            words = " ".join(item.text().split())
+            if not words:
+                continue
+            if len(words) > SUMMARY_LINE_CHARS:
+                words = words[: SUMMARY_LINE_CHARS - 3].rstrip() + "..."
+            lines.append(f"{item.role or item.type}: {words}")
+        if len(lines) == 1:
+            lines.append("(nothing was said)")
+        while len(lines) > 3 and sum(len(line) + 1 for line in lines) > SUMMARY_MAX_CHARS:
+            del lines[2]
+        return "\n".join(lines)
+    for item in reversed(items):
+        if item.type == ItemType.MESSAGE and item.role == "user" and item.text():
+            return f"You said: {item.text()}"
+    return "Nothing to answer."
+
+
+def _summary_asked_by_last_item(request: JSON, items: list[Item]) -> bool:
+    """Whether the request's last ``input`` entry is an inline system message asking for a
+    summary (then it is the request, not conversation to summarize)."""
+    entries = request.get("input")
+    if not isinstance(entries, list) or not entries or not items:
+        return False
+    last = entries[-1]
+    item = items[-1]
+    return (
+        isinstance(last, dict)
+        and last.get("type") == ItemType.MESSAGE
+        and item.role == "system"
+        and bool(SUMMARY_WORDS.search(item.text()))
+    )
 
 
 class Transport(Protocol):
     """How a session's frames leave: implemented by the WebSocket shell."""
 
-    async def send(self, frame: str) -> None:
+    async def send(self, frame: str | bytes) -> None:
         """Send one text frame; raise `SessionEnded` when the connection is gone."""
 
     async def close(self, code: int, reason: str) -> None:
@@ -141,9 +226,26 @@ class FakeSession:
         self.truncated_ids: list[str] = []
         """Items the session's ``truncation`` dropped, oldest first."""
         self.events_counted = 0
+        self.muted = False
+        """Sends nothing (a server gone silent; see `Faults.mute_after_events`)."""
+        self.muted_events = 0
         """Server events sent, injected ones excluded: what ``Faults.*_after_events`` count."""
         self.responses: list[ResponseRun] = []
+        """Every response of the session, out-of-band ones included, in creation order."""
         self.active_response: ResponseRun | None = None
+        """The response writing to the default conversation now (at most one)."""
+        self.out_of_band: list[ResponseRun] = []
+        """Out-of-band responses (``conversation: "none"``) still running."""
+        self.mcp_listed: dict[str, str] = {}
+        """MCP server label -> the configuration last listed (`fake.mcp.McpServer.key`)."""
+        self.mcp_tools: dict[str, list[JSON]] = {}
+        """MCP server label -> the tools listed (empty when listing failed)."""
+        self.mcp_pending: dict[str, mcp.PendingApproval] = {}
+        """Approval requests waiting for the client's ``mcp_approval_response``, by item id."""
+        self.timeouts_triggered = 0
+        self._queued_followups: list[mcp.McpFollowUp] = []
+        self._idle_start: int | None = None
+        """Input sample where the last reply's playback ends; None: the idle timer is off."""
         self.input_samples = 0
         """Input audio received this session, in samples: the clock of all audio_*_ms."""
         self.buffer_start = 0
@@ -158,7 +260,7 @@ class FakeSession:
         self._vad_settings: VadSettings | None = None
         self._speech_item_id: str | None = None
         self._speech_start = 0
-        self._previous_prompt: list[tuple[str, int]] = []
+        self._recent_prompts: deque[list[tuple[str, int]]] = deque(maxlen=RECENT_PROMPTS)
         self._timers: list[asyncio.Task[None]] = []
         self._configure_vad()
         self._handlers: dict[ClientEventType, Callable[[JSON], Awaitable[None]]] = {
@@ -200,6 +302,50 @@ class FakeSession:
     def sent_types(self) -> list[str]:
         return [str(event.get("type")) for event in self.sent]
 
+    def running_responses(self) -> list[ResponseRun]:
+        """The default-conversation response (if any) and the out-of-band ones running."""
+        active = [self.active_response] if self.active_response is not None else []
+        return active + list(self.out_of_band)
+
+    def report(self) -> JSON:
+        """A plain summary of the session for tests and logs: the conversation's items, each
+        response (its conversation, status, metadata, usage and output item ids), and the
+        output items of out-of-band responses found in the conversation (always none)."""
+        held = set(self.conversation.ids)
+        responses = [
+            {
+                "id": run.id,
+                "conversation": "auto" if run.in_conversation else "none",
+                "trigger": run.trigger,
+                "status": run.status,
+                "metadata": run.metadata,
+                "usage": run.usage,
+                "output": [item.id for item in run.items],
+            }
+            for run in self.responses
+        ]
+        leaked = [
+            item.id
+            for run in self.responses
+            if not run.in_conversation
+            for item in run.items
+            if item.id in held
+        ]
+        return {
+            "session_id": self.id,
+            "dialect": self.dialect,
+            "items": [
+                {"id": v.id, "type": v.type, "role": v.role, "text": v.text}
+                for v in self.conversation.snapshot()
+            ],
+            "responses": responses,
+            "out_of_band_items_in_conversation": leaked,
+            "timeouts_triggered": self.timeouts_triggered,
+            "mcp_tools": {
+                label: [t.get("name") for t in tools] for label, tools in self.mcp_tools.items()
+            },
+        }
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -209,7 +355,7 @@ class FakeSession:
             self._timers.append(asyncio.create_task(self._drop_later(self.faults.drop_after_s)))
             if not self.faults.repeat:
                 self.faults.drop_after_s = None
-        await self.emit(S.SESSION_CREATED, session=self.session)
+        await self.emit(S.SESSION_CREATED, session=session_config.public(self.session))
 
     async def finish(self, close_code: int | None, closed_by: str = "client") -> None:
         """The connection is over: stop every task of this session.
@@ -221,10 +367,8 @@ class FakeSession:
         self.closed = True
         self.close_code = close_code
         self.ended_by = self.ended_by or closed_by
-        run = self.active_response
         tasks = [t for t in self._timers if t is not asyncio.current_task()]
-        if run is not None and run.task is not None:
-            tasks.append(run.task)
+        tasks += [run.task for run in self.running_responses() if run.task is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -275,12 +419,12 @@ class FakeSession:
         self.transport.drop()
 
     async def _stop_response(self) -> None:
-        """Stop a streaming response without finishing it (the connection is ending)."""
-        run = self.active_response
-        if run is not None and run.task is not None and run.task is not asyncio.current_task():
-            run.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, SessionEnded):
-                await run.task
+        """Stop the streaming responses without finishing them (the connection is ending)."""
+        for run in self.running_responses():
+            if run.task is not None and run.task is not asyncio.current_task():
+                run.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, SessionEnded):
+                    await run.task
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -296,6 +440,9 @@ class FakeSession:
     async def _send(self, event: JSON, *, check_faults: bool = True) -> None:
         if self._ended:
             raise SessionEnded
+        if self.muted:
+            self.muted_events += 1
+            return
         frame = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
         async with self._send_lock:
             if self._ended:
@@ -338,6 +485,9 @@ class FakeSession:
         if faults.unknown_event_after_events == count:
             self._consume("unknown_event_after_events")
             await self.send_unknown_event(faults.unknown_event_type)
+        if faults.mute_after_events == count:
+            self._consume("mute_after_events")
+            self.muted = True
         if faults.drop_after_events == count:
             self._consume("drop_after_events")
             self.drop()
@@ -366,6 +516,15 @@ class FakeSession:
                 raise SessionEnded
             await self.transport.send('{"type": "response.output_audio.delta", "delta": ')
         self.faults_fired.append("malformed_frame")
+        await self.notify()
+
+    async def send_raw(self, frame: str | bytes) -> None:
+        """Any frame as is (a hostile or broken server); recorded in `faults_fired`."""
+        async with self._send_lock:
+            if self._ended:
+                raise SessionEnded
+            await self.transport.send(frame)
+        self.faults_fired.append("raw_frame")
         await self.notify()
 
     async def send_unknown_event(self, event_type: str = "response.fake_unknown_event") -> None:
@@ -439,7 +598,38 @@ class FakeSession:
             voice_locked=self.assistant_audio_sent,
         )
         self._configure_vad()
-        await self.emit(S.SESSION_UPDATED, session=self.session)
+        await self.emit(S.SESSION_UPDATED, session=session_config.public(self.session))
+        if self.dialect == "ga":
+            await self._list_mcp_tools()
+
+    async def _list_mcp_tools(self) -> None:
+        """List the tools of each MCP server that is new or changed (see `fake.mcp`)."""
+        for server in mcp.servers(self.session.get("tools")):
+            if self.mcp_listed.get(server.label) == server.key:
+                continue
+            self.mcp_listed[server.label] = server.key
+            item = Item(
+                self.ids.new("item"),
+                ItemType.MCP_LIST_TOOLS,
+                server_label=server.label,
+                tools=[],
+                status="in_progress",
+            )
+            previous = self.conversation.insert(item)
+            await self.emit(S.ITEM_ADDED, previous_item_id=previous, item=item.to_wire())
+            await self.emit(S.MCP_LIST_TOOLS_IN_PROGRESS, item_id=item.id)
+            error = server.list_error(self.config.mcp_unreachable)
+            if error is not None:
+                self.mcp_tools[server.label] = []
+                item.status = "incomplete"
+                log.debug("mcp_list_failed", server_label=server.label, reason=error)
+                await self.emit(S.MCP_LIST_TOOLS_FAILED, item_id=item.id)
+            else:
+                item.tools = server.tools(self.config.mcp_tools)
+                self.mcp_tools[server.label] = list(item.tools)
+                item.status = "completed"
+                await self.emit(S.MCP_LIST_TOOLS_COMPLETED, item_id=item.id)
+            await self.emit(S.ITEM_DONE, previous_item_id=previous, item=item.to_wire())
 
     def _turn_detection(self) -> JSON | None:
         return session_config.turn_detection(self.session, self.dialect)
@@ -474,8 +664,39 @@ class FakeSession:
                 await self._on_speech_started(event.start_sample)
             else:
                 await self._on_speech_stopped(event.end_sample)
+        await self._check_idle()
+
+    def arm_idle_timer(self, playback_end_sample: int) -> None:
+        """A default-conversation reply ended; its playback ends at this input sample."""
+        self._idle_start = playback_end_sample
+
+    async def _check_idle(self) -> None:
+        start = self._idle_start
+        timeout_ms = session_config.idle_timeout_ms(self.session, self.dialect)
+        if start is None or timeout_ms is None or self._vad is None or self._vad.in_speech:
+            return
+        if self.active_response is not None or self._queued_followups:
+            return
+        deadline = start + timeout_ms * SAMPLES_PER_MS
+        if self.input_samples < deadline:
+            return
+        self._idle_start = None
+        self.timeouts_triggered += 1
+        item_id = self.ids.new("item")
+        await self.emit(
+            S.INPUT_TIMEOUT,
+            audio_start_ms=start // SAMPLES_PER_MS,
+            audio_end_ms=deadline // SAMPLES_PER_MS,
+            item_id=item_id,
+        )
+        committed_ms = (deadline - self.buffer_start) / SAMPLES_PER_MS
+        self.buffer_start = deadline
+        self._vad.floor = deadline
+        await self._commit_audio(item_id, committed_ms, heard="")
+        await self._start_response({}, trigger="idle_timeout", fallback=IDLE_PROMPT)
 
     async def _on_speech_started(self, start_sample: int) -> None:
+        self._idle_start = None
         self._speech_item_id = self.ids.new("item")
         self._speech_start = start_sample
         await self.emit(
@@ -484,6 +705,7 @@ class FakeSession:
             item_id=self._speech_item_id,
         )
         detection = self._turn_detection() or {}
+        # Speech cancels only the response writing to the default conversation.
         if self.active_response is not None and detection.get("interrupt_response", True):
             await self.active_response.cancel("turn_detected")
 
@@ -523,12 +745,17 @@ class FakeSession:
     def _reset_buffer(self) -> None:
         self.buffer_start = self.input_samples
         self._speech_item_id = None
+        self._idle_start = None
         if self._vad is not None:
             self._vad.reset(self.input_samples)
 
-    async def _commit_audio(self, item_id: str, audio_ms: float) -> None:
-        """The buffer's audio becomes a user item: committed, added, then transcribed."""
-        heard = self.cursor.next_transcript(audio_ms)
+    async def _commit_audio(self, item_id: str, audio_ms: float, heard: str | None = None) -> None:
+        """The buffer's audio becomes a user item: committed, added, then transcribed.
+
+        ``heard``: what the audio says; None takes the scenario's next user line."""
+        self._idle_start = None
+        if heard is None:
+            heard = self.cursor.next_transcript(audio_ms)
         part = ContentPart("input_audio", transcript=None, audio_ms=audio_ms)
         item = Item(item_id, "message", role="user", content=[part], heard=heard)
         previous = self.conversation.insert(item)
@@ -537,7 +764,7 @@ class FakeSession:
         model = session_config.transcription_model(self.session, self.dialect)
         if model is None:
             return
-        words = heard.split(" ")
+        words = heard.split(" ") if heard else []
         for index, word in enumerate(words):
             delta = word if index == len(words) - 1 else word + " "
             await self.emit(S.INPUT_TRANSCRIPT_DELTA, item_id=item_id, content_index=0, delta=delta)
@@ -577,8 +804,47 @@ class FakeSession:
             raise RequestError(
                 ErrorCode.INVALID_VALUE, "previous_item_id must be a string.", "previous_item_id"
             )
+        pending: mcp.PendingApproval | None = None
+        if item.type == ItemType.MCP_APPROVAL_RESPONSE:
+            request_id = item.approval_request_id or ""
+            pending = self.mcp_pending.get(request_id)
+            if pending is None:
+                raise RequestError(
+                    ErrorCode.ITEM_NOT_FOUND,
+                    f"No pending MCP approval request with id '{request_id}'.",
+                    "item.approval_request_id",
+                )
         previous = self.conversation.insert(item, previous_id)
         await self._announce_item(item, previous)
+        if pending is not None and item.approval_request_id is not None:
+            del self.mcp_pending[item.approval_request_id]
+            followup = mcp.McpFollowUp(
+                pending.call, pending.server_label, item.approval_request_id, bool(item.approve)
+            )
+            if self.active_response is None:
+                await self._start_response({}, trigger="mcp_approval", reply=followup)
+            else:
+                self._queued_followups.append(followup)
+
+    async def start_queued(self) -> None:
+        """Start a queued MCP follow-up once the default conversation is free (called by a
+        response that just finished, in a task of its own)."""
+        if self.active_response is None and self._queued_followups and not self._ended:
+            followup = self._queued_followups.pop(0)
+            with contextlib.suppress(SessionEnded):
+                try:
+                    await self._start_response({}, trigger="mcp_approval", reply=followup)
+                except RequestError as exc:
+                    await self._send_error(exc.code, exc.message, exc.param, None, exc.error_type)
+
+    def after_response(self, run: ResponseRun, playback_end_sample: int | None) -> None:
+        """Bookkeeping when a response has sent ``response.done``."""
+        if run.in_conversation:
+            if playback_end_sample is not None:
+                self.arm_idle_timer(playback_end_sample)
+            if self._queued_followups and not self._ended:
+                self._timers = [t for t in self._timers if not t.done()]
+                self._timers.append(asyncio.create_task(self.start_queued()))
 
     async def _on_item_delete(self, data: JSON) -> None:
         item_id = require_str(data, "item_id")
@@ -624,9 +890,14 @@ class FakeSession:
         await self._start_response(request or {}, trigger="client")
 
     async def _on_response_cancel(self, data: JSON) -> None:
-        run = self.active_response
+        """Cancel ``response_id`` (any running response), or without it the one writing to
+        the default conversation."""
         wanted = data.get("response_id")
-        if run is None or (isinstance(wanted, str) and wanted != run.id):
+        if isinstance(wanted, str):
+            run = next((r for r in self.running_responses() if r.id == wanted), None)
+        else:
+            run = self.active_response
+        if run is None:
             raise RequestError(
                 ErrorCode.RESPONSE_CANCEL_NOT_ACTIVE,
                 "Cancellation failed: no active response found",
@@ -652,13 +923,12 @@ class FakeSession:
             blocks += self.conversation.blocks(rates)
             count += self.conversation.tokens(rates)
         else:
+            blocks += item_blocks(items, rates)
             for item in items:
-                tokens = item.tokens(rates)
-                blocks.append((f"{item.id}:{tokens.text}:{tokens.audio}", tokens.total))
-                count += tokens
+                count += item.tokens(rates)
         return blocks, count
 
-    def truncate_for_response(self, request: JSON) -> list[str]:
+    def truncate_for_response(self, request: JSON, *, apply: bool = True) -> list[str]:
         """Apply the session's ``truncation`` before a response reads the conversation.
 
         The input limit is the context window minus the output reserve; the conversation
@@ -668,7 +938,8 @@ class FakeSession:
         so that the next truncations come later; ``disabled`` refuses the response
         (``context_length_exceeded``). Dropped items leave the conversation without
         ``conversation.item.deleted`` (the client never asked for it); their ids are
-        appended to `truncated_ids`.
+        appended to `truncated_ids`. ``apply=False`` (an out-of-band response, which must
+        not change the conversation) only returns the ids it would drop.
         """
         rates = self.config.rates
         preamble = self._prompt(request, [])[1].total
@@ -693,6 +964,8 @@ class FakeSession:
                 f"The conversation holds {used + preamble} input tokens, more than the model's "
                 f"input token limit of {input_limit}, and truncation is disabled.",
             )
+        if not apply:
+            return self.conversation.oldest_over(rates, target)
         dropped = self.conversation.drop_oldest(rates, target)
         self.truncated_ids.extend(dropped)
         log.debug("truncated", strategy=strategy, dropped=len(dropped), tokens_before=used)
@@ -737,8 +1010,22 @@ class FakeSession:
                 return item.text() or None
         return None
 
-    async def _start_response(self, request: JSON, trigger: str) -> None:
-        if self.active_response is not None:
+    async def _start_response(
+        self,
+        request: JSON,
+        trigger: str,
+        *,
+        reply: Reply | mcp.McpFollowUp | None = None,
+        fallback: str | None = None,
+    ) -> None:
+        """Start a response: ``response.created`` now, the rest in its own task.
+
+        ``reply`` None: a default-conversation response takes the scenario's next reply
+        (past the script: an echo of the last user words, else ``fallback``); an
+        out-of-band one says `out_of_band_reply`.
+        """
+        in_conversation = request.get("conversation", "auto") != "none"
+        if in_conversation and self.active_response is not None:
             raise RequestError(
                 ErrorCode.ACTIVE_RESPONSE,
                 "Conversation already has an active response in progress: "
@@ -746,28 +1033,40 @@ class FakeSession:
                 "creating a new one.",
             )
         modalities = self._modalities(request)
-        conversation = request.get("conversation", "auto")
-        in_conversation = conversation != "none"
         source = self._request_input(request)
-        if source is None:
+        if source is None and in_conversation:
             self.truncate_for_response(request)
+        elif source is None:
+            over = set(self.truncate_for_response(request, apply=False))
+            source = [item for item in self.conversation.items if item.id not in over]
         blocks, window = self._prompt(request, source)
-        cached = cached_tokens(self._previous_prompt, blocks)
-        self._previous_prompt = blocks
-        last_user = self._last_user_text(self.conversation.items if source is None else source)
+        cached = max((cached_tokens(seen, blocks) for seen in self._recent_prompts), default=0)
+        self._recent_prompts.append(blocks)
+        read = self.conversation.items if source is None else source
+        if reply is None and in_conversation:
+            reply = self.cursor.next_reply(
+                self._last_user_text(read), *([fallback] if fallback else [])
+            )
+        elif reply is None:
+            reply = out_of_band_reply(request, read)
         metadata = request.get("metadata")
         run = ResponseRun(
             session=self,
             response_id=self.ids.new("resp"),
-            reply=self.cursor.next_reply(last_user),
+            reply=reply,
             modalities=modalities,
             in_conversation=in_conversation,
             input_tokens=window,
             cached_tokens=min(cached, window.total),
             metadata=metadata if isinstance(metadata, dict) else None,
             trigger=trigger,
+            tools=request.get("tools", self.session.get("tools")),
         )
-        self.active_response = run
+        if in_conversation:
+            self.active_response = run
+            self._idle_start = None
+        else:
+            self.out_of_band.append(run)
         self.responses.append(run)
         await self.emit(S.RESPONSE_CREATED, response=run.to_wire())
         run.task = asyncio.create_task(run.stream(), name=f"fake-response-{run.id}")

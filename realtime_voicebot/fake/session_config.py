@@ -5,6 +5,12 @@ The GA session nests audio settings under ``audio.input`` / ``audio.output`` and
 ``type: "realtime"``; the beta session is flat. A key of the other dialect's shape
 (``turn_detection`` at the top of a GA session, ``audio`` in a beta one) is rejected as an
 unknown parameter, as the service does; other unknown keys are kept.
+
+Checked as the service checks them: ``turn_detection`` (``semantic_vad`` ``eagerness``;
+``idle_timeout_ms`` only in a GA ``server_vad``), noise reduction (``near_field`` or
+``far_field``, or null), and tools (beta: functions only; GA: functions and ``mcp``, see
+`fake.mcp`). MCP secrets (``authorization``, ``headers``) are kept but `public` leaves them
+out of what the session echoes.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from realtime_voicebot.fake import mcp
 from realtime_voicebot.fake.errors import RequestError
 from realtime_voicebot.transport.events import PCM_RATE, Dialect, ErrorCode
 
@@ -50,6 +57,8 @@ _BETA_ONLY_KEYS = frozenset(
 )
 _GA_ONLY_KEYS = frozenset({"audio", "output_modalities", "max_output_tokens"})
 _VAD_TYPES = ("server_vad", "semantic_vad")
+EAGERNESS = ("low", "medium", "high", "auto")
+NOISE_REDUCTION_TYPES = ("near_field", "far_field")
 
 
 def _invalid(param: str, message: str) -> RequestError:
@@ -171,6 +180,34 @@ def voice(session: JSON, dialect: Dialect) -> str:
     return value if isinstance(value, str) else ""
 
 
+def noise_reduction(session: JSON, dialect: Dialect) -> str | None:
+    """``near_field``, ``far_field`` or None (off)."""
+    if dialect == "ga":
+        value = _audio(session, "input").get("noise_reduction")
+    else:
+        value = session.get("input_audio_noise_reduction")
+    kind = value.get("type") if isinstance(value, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def idle_timeout_ms(session: JSON, dialect: Dialect) -> int | None:
+    """The idle timeout of a GA ``server_vad`` session, else None."""
+    detection = turn_detection(session, dialect)
+    if detection is None or detection.get("type") != "server_vad":
+        return None
+    value = detection.get("idle_timeout_ms")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def public(session: JSON) -> JSON:
+    """The session as ``session.created``/``.updated`` show it: MCP secrets left out."""
+    tools = session.get("tools")
+    if not isinstance(tools, list) or not mcp.servers(tools):
+        return session
+    shown = [mcp.echoed(t) if isinstance(t, dict) and t.get("type") == "mcp" else t for t in tools]
+    return {**session, "tools": shown}
+
+
 def instructions(session: JSON) -> str:
     value = session.get("instructions")
     return value if isinstance(value, str) else ""
@@ -236,7 +273,53 @@ def _check_turn_detection(value: Any, current: Any, param: str, dialect: Dialect
     for key in ("create_response", "interrupt_response"):
         if not isinstance(merged.get(key), bool):
             raise _invalid(f"{param}.{key}", f"{key} must be a boolean.")
+    eagerness = merged.get("eagerness")
+    if vad_type == "semantic_vad" and eagerness is not None and eagerness not in EAGERNESS:
+        raise _invalid(
+            f"{param}.eagerness",
+            f"Invalid value: '{eagerness}'. Supported values are: 'low', 'medium', 'high' "
+            "and 'auto'.",
+        )
+    if "idle_timeout_ms" in value and (dialect != "ga" or vad_type != "server_vad"):
+        raise RequestError(
+            ErrorCode.UNKNOWN_PARAMETER,
+            f"Unknown parameter: '{param}.idle_timeout_ms'."
+            + (" Idle timeout is only supported for server_vad." if dialect == "ga" else ""),
+            f"{param}.idle_timeout_ms",
+        )
+    idle = merged.get("idle_timeout_ms")
+    if idle is not None and (not isinstance(idle, int) or isinstance(idle, bool) or idle <= 0):
+        raise _invalid(f"{param}.idle_timeout_ms", "idle_timeout_ms must be a positive integer.")
     return merged
+
+
+def _check_noise_reduction(value: Any, param: str) -> JSON | None:
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in NOISE_REDUCTION_TYPES:
+        raise _invalid(
+            f"{param}.type",
+            f"Invalid value: '{kind}'. Supported values are: 'near_field' and 'far_field'.",
+        )
+    return dict(value)
+
+
+def _check_tools(tools: Any, dialect: Dialect) -> None:
+    if not isinstance(tools, list):
+        raise _invalid("session.tools", "tools must be a list.")
+    supported = ("function", "mcp") if dialect == "ga" else ("function",)
+    for index, tool in enumerate(tools):
+        param = f"session.tools[{index}]"
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind not in supported:
+            names = " and ".join(f"'{k}'" for k in supported)
+            raise _invalid(
+                f"{param}.type", f"Invalid value: '{kind}'. Supported values are: {names}."
+            )
+        if kind == "mcp":
+            assert isinstance(tool, dict)
+            mcp.check_tool(tool, param)
 
 
 def _check_format(value: Any, param: str) -> JSON:
@@ -355,6 +438,8 @@ def _apply_ga(session: JSON, update: JSON, voice_locked: bool) -> None:
             )
         elif key == "transcription":
             new_input[key] = _check_transcription(value, param)
+        elif key == "noise_reduction":
+            new_input[key] = _check_noise_reduction(value, param)
         else:
             new_input[key] = value
     for key, value in outputs.items():
@@ -406,6 +491,10 @@ def _apply_beta(session: JSON, update: JSON, voice_locked: bool) -> None:
         checked["input_audio_transcription"] = _check_transcription(
             update["input_audio_transcription"], "session.input_audio_transcription"
         )
+    if "input_audio_noise_reduction" in update:
+        checked["input_audio_noise_reduction"] = _check_noise_reduction(
+            update["input_audio_noise_reduction"], "session.input_audio_noise_reduction"
+        )
     if "voice" in update:
         _check_voice_change(voice(session, "beta"), update["voice"], voice_locked, "session.voice")
     for key, value in update.items():
@@ -434,8 +523,8 @@ def apply_update(current: JSON, update: Any, dialect: Dialect, *, voice_locked: 
             )
     if "instructions" in update and not isinstance(update["instructions"], str):
         raise _invalid("session.instructions", "instructions must be a string.")
-    if "tools" in update and not isinstance(update["tools"], list):
-        raise _invalid("session.tools", "tools must be a list.")
+    if "tools" in update:
+        _check_tools(update["tools"], dialect)
     session = copy.deepcopy(current)
     immutable = {key: session.get(key) for key in ("id", "object", "expires_at")}
     if dialect == "ga":

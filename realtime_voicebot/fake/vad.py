@@ -12,6 +12,12 @@ consecutive voiced frames and is reported from its first voiced frame minus
 ``prefix_padding_ms`` (never before ``floor``, the start of the uncommitted input). It stops
 once ``silence_duration_ms`` of unvoiced frames follow the last voiced one, and is reported at
 that point: the end of the last voiced frame plus the silence, the audio the service commits.
+
+``semantic_vad`` has no model here: it is this energy VAD with the default threshold and
+padding, and a silence that depends on ``eagerness`` (`SEMANTIC_SILENCE_MS`): low 800 ms,
+medium and auto 500 ms, high 250 ms. The service's semantic VAD waits longer when the words
+sound unfinished (at most about 8 / 4 / 2 s for low / medium / high); the fake cannot hear
+words, so a test of eagerness is a test of these silences.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from numpy.typing import NDArray
 
 from realtime_voicebot.transport.events import PCM_RATE
 
+SEMANTIC_SILENCE_MS = {"low": 800, "medium": 500, "auto": 500, "high": 250}
+"""The silence that ends a turn under ``semantic_vad``, by ``eagerness``."""
 SILENCE_FLOOR_DBFS = -120.0
 """The level reported for digital silence (instead of minus infinity)."""
 
@@ -60,7 +68,7 @@ class VadSettings:
         silence = turn_detection.get("silence_duration_ms")
         if silence is None and turn_detection.get("type") == "semantic_vad":
             eagerness = turn_detection.get("eagerness") or "auto"
-            silence = {"low": 800, "medium": 500, "auto": 500, "high": 250}.get(eagerness, 500)
+            silence = SEMANTIC_SILENCE_MS.get(eagerness, SEMANTIC_SILENCE_MS["auto"])
         threshold = turn_detection.get("threshold")
         padding = turn_detection.get("prefix_padding_ms")
         return cls(

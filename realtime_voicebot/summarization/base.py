@@ -8,6 +8,8 @@ from typing import Protocol
 
 import structlog
 
+from realtime_voicebot.errors import VoicebotError
+
 log = structlog.get_logger(component="summarizer")
 
 
@@ -27,7 +29,7 @@ class Summarizer(Protocol):
     ) -> str: ...
 
 
-class SummarizerError(Exception):
+class SummarizerError(VoicebotError):
     """A summarizer could not produce a summary (empty answer, bad response)."""
 
 

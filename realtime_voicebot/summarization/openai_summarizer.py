@@ -16,6 +16,7 @@ from realtime_voicebot.summarization.base import (
     format_turns,
 )
 from realtime_voicebot.summarization.extractive import ExtractiveSummarizer
+from realtime_voicebot.summarization.prompts import SYSTEM_PROMPT, language_instruction
 
 if TYPE_CHECKING:
     from realtime_voicebot.config import Settings
@@ -25,23 +26,14 @@ AZURE_V1_PATH = "/openai/v1/"
 
 ClientFactory = Callable[[], openai.AsyncOpenAI]
 
-SYSTEM_PROMPT = (
-    "You maintain the running summary of a long spoken conversation between a user and a "
-    "voice assistant. The summary replaces the turns it covers, so it must keep everything "
-    "that may matter later: names, numbers, dates, times, places, decisions made, the "
-    "user's preferences and constraints, tasks agreed on, and questions still open. Drop "
-    "greetings, small talk and repetition. Merge the previous summary (if any) with the new "
-    "turns into one updated summary; never lose a fact from the previous summary unless the "
-    "new turns correct it. Write short factual sentences or bullet lines, at most about 250 "
-    "words, plain text only, without any preamble."
-)
-
-
-def language_instruction(language: str) -> str:
-    """The sentence telling the model which language to write in."""
-    if language.strip().lower() in ("", "auto"):
-        return "Write the summary in the language the conversation is held in."
-    return f"Write the summary in the language whose ISO 639 code is '{language.strip()}'."
+__all__ = [
+    "SYSTEM_PROMPT",
+    "OpenAISummarizer",
+    "build_messages",
+    "build_summarizer",
+    "client_from_settings",
+    "language_instruction",
+]
 
 
 def build_messages(
@@ -119,31 +111,36 @@ class OpenAISummarizer:
 
 
 def client_from_settings(settings: Settings) -> openai.AsyncOpenAI:
-    """An SDK client for the configured provider (Azure: v1 path, or legacy api-version)."""
+    """An SDK client for the configured provider (Azure: v1 path, or legacy api-version),
+    aimed where `summarizer_base_url` says: the realtime endpoint's host unless
+    ``summary_base_url`` names another."""
+    from realtime_voicebot.transport.endpoint import summarizer_base_url
+
     key = settings.api_key()
     api_key = key.get_secret_value() if key is not None else None
+    base = summarizer_base_url(settings)
     if settings.provider == "azure":
-        endpoint = (settings.azure_openai_endpoint or "").rstrip("/")
-        if not endpoint:
-            raise ValueError("provider azure needs azure_openai_endpoint for the summarizer")
         if settings.azure_api_version:
             return openai.AsyncAzureOpenAI(
-                azure_endpoint=endpoint, api_key=api_key, api_version=settings.azure_api_version
+                azure_endpoint=base, api_key=api_key, api_version=settings.azure_api_version
             )
-        return openai.AsyncOpenAI(api_key=api_key, base_url=endpoint + AZURE_V1_PATH)
-    return openai.AsyncOpenAI(api_key=api_key, base_url=settings.openai_base_url)
+        return openai.AsyncOpenAI(api_key=api_key, base_url=base + AZURE_V1_PATH)
+    return openai.AsyncOpenAI(api_key=api_key, base_url=base)
 
 
 def build_summarizer(settings: Settings, offline: bool = False) -> Summarizer:
-    """The summarizer ``settings.summarizer`` asks for.
+    """The summarizer the shell runs for ``settings.summarizer``.
 
     ``extractive``, or ``auto`` when offline or without an API key: `ExtractiveSummarizer`.
     ``auto``: OpenAI with the extractive fallback. ``openai``: OpenAI alone (the compaction
-    runner still falls back to extractive when it fails).
+    runner still falls back to extractive when it fails). ``realtime``: the session writes
+    the summary itself (the core asks it, see `core.compaction.in_session`); the shell only
+    runs the fallback, extractive.
     """
     extractive = ExtractiveSummarizer()
     kind = settings.summarizer
-    if kind == "extractive" or (kind == "auto" and (offline or settings.api_key() is None)):
+    offline_auto = kind == "auto" and (offline or settings.api_key() is None)
+    if kind in ("extractive", "realtime") or offline_auto:
         return extractive
     primary = OpenAISummarizer.from_settings(settings)
     if kind == "openai":

@@ -4,7 +4,14 @@ The bookkeeping of calls during a conversation (which response asked, outputs he
 is done) is the session core's; this package only knows tools and how to run one.
 """
 
-from realtime_voicebot.tools.registry import Tool, ToolError, ToolFunction, ToolRegistry
+from realtime_voicebot.tools.registry import (
+    Tool,
+    ToolError,
+    ToolFunction,
+    ToolRegistry,
+    ToolSource,
+    ToolTimeout,
+)
 from realtime_voicebot.tools.runner import ToolResult, ToolRunner, ToolStats
 
 __all__ = [
@@ -14,5 +21,7 @@ __all__ = [
     "ToolRegistry",
     "ToolResult",
     "ToolRunner",
+    "ToolSource",
     "ToolStats",
+    "ToolTimeout",
 ]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
+from realtime_voicebot.errors import VoicebotError
 from realtime_voicebot.tools.schema import JSON, parameters_for, schema_problems
 
 ToolFunction = Callable[..., Awaitable[Any]]
@@ -16,8 +17,12 @@ F = TypeVar("F", bound=ToolFunction)
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class ToolError(Exception):
+class ToolError(VoicebotError):
     """A failure whose message is meant for the model as is (e.g. an unknown time zone)."""
+
+
+class ToolTimeout(ToolError):
+    """A tool gave up waiting on something under its own deadline (counted as a timeout)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +82,23 @@ class Tool:
         return []
 
 
+class ToolSource(Protocol):
+    """Tools that change while the bot runs (an MCP server's): asked for at every lookup."""
+
+    def tools(self) -> Sequence[Tool]: ...
+
+
 class ToolRegistry:
-    """The tools of a session by name, in registration order."""
+    """The tools of a session by name: its own in registration order, then its sources'.
+
+    A source (`add_source`) is consulted at every lookup, so a tool list that changes (an MCP
+    server's) is seen by the next call and the next ``specs()``. A name already taken by an
+    earlier tool is skipped: the first one wins.
+    """
 
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
+        self._sources: list[ToolSource] = []
 
     @overload
     def register(self, function: F) -> F: ...
@@ -123,21 +140,37 @@ class ToolRegistry:
         self._tools[tool.name] = tool
         return tool
 
+    def add_source(self, source: ToolSource) -> None:
+        """Consult ``source.tools()`` at every lookup, after the registered tools."""
+        self._sources.append(source)
+
+    def _all(self) -> dict[str, Tool]:
+        if not self._sources:
+            return self._tools
+        merged = dict(self._tools)
+        for source in self._sources:
+            for tool in source.tools():
+                merged.setdefault(tool.name, tool)
+        return merged
+
     def get(self, name: str) -> Tool | None:
-        return self._tools.get(name)
+        return self._all().get(name)
 
     def names(self) -> list[str]:
-        return list(self._tools)
+        return list(self._all())
 
     def specs(self) -> list[JSON]:
-        """Every tool in the ``session.update`` shape: pass as ``session_update(tools=...)``."""
-        return [tool.spec() for tool in self._tools.values()]
+        """Every tool in the ``session.update`` shape: pass as ``session_update(tools=...)``.
+
+        Ask again after a source's tools changed: the list is built at each call.
+        """
+        return [tool.spec() for tool in self._all().values()]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tools
+        return name in self._all()
 
     def __len__(self) -> int:
-        return len(self._tools)
+        return len(self._all())
 
     def __iter__(self) -> Iterator[Tool]:
-        return iter(list(self._tools.values()))
+        return iter(list(self._all().values()))

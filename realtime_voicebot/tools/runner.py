@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import structlog
 
-from realtime_voicebot.tools.registry import ToolError, ToolRegistry
+from realtime_voicebot.tools.registry import ToolError, ToolRegistry, ToolTimeout
 
 log = structlog.get_logger(component="tools")
 
@@ -121,6 +121,9 @@ class ToolRunner:
                 return error_output(f"tool {name} failed: TimeoutError"), "error"
             log.warning("tool_timeout", tool=name, call_id=call_id, timeout_s=self.timeout_s)
             return error_output(f"tool {name} timed out after {self.timeout_s:g} s"), "timeout"
+        except ToolTimeout as exc:
+            log.warning("tool_timeout", tool=name, call_id=call_id, reason=str(exc))
+            return error_output(str(exc)), "timeout"
         except ToolError as exc:
             log.info("tool_refused", tool=name, call_id=call_id, reason=str(exc))
             return error_output(str(exc)), "error"

@@ -1,28 +1,29 @@
-"""RealtimeClient: connect, configure, stream, receive, reconnect and roll sessions over.
+"""RealtimeClient: connect, configure, move frames, reconnect. It decides nothing else.
 
-The client moves frames. It parses them with `EventParser` and hands each event to one
-callable (the dispatcher); it never looks into the conversation. What it owns:
+The client parses frames with `EventParser` and hands everything that happens to one
+callable, in order: each `ServerEvent`, a `SessionStarted` once a session is configured,
+and a `ConnectionChanged` when the connection's state changes. It never looks into the
+conversation. What it owns:
 
 - the handshake: `session.created`, `session.update`, `session.updated` on every connect;
+- one outbox of client events and one writer task per connection, which sends them in
+  order, before any microphone audio;
 - the outbound microphone audio: one bounded buffer that keeps audio while the connection is
   down and replays the utterance in flight (audio not yet committed by the server) on the
   next session, so a sentence spoken across a network blip is not lost;
-- reconnects with exponential backoff and jitter on retryable failures, a bounded budget,
-  and an immediate stop on fatal ones (bad key, no quota);
-- the session time limit: a rollover to a new session shortly before ``expires_at``, at a
-  moment the app reports as idle, and recovery when the server expires the session first.
-
-Each new session is blank on the server; `on_session_ready` is where the app re-seeds it.
+- reconnects with exponential backoff and jitter on retryable failures (`errors.classify`),
+  a bounded budget, and an immediate stop on fatal ones (bad key, no quota);
+- the session's lifetime as the server states it, checked against this machine's clock
+  (`SessionStarted.lifetime_s`); `roll_over()` and `reconnect()` are commands from the app.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -32,7 +33,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from realtime_voicebot.config import Settings
+from realtime_voicebot.errors import (
+    Disconnected,
+    FatalConnectionError,
+    SessionConfigError,
+    classify,
+)
 from realtime_voicebot.transport import events as ev
+from realtime_voicebot.transport import payloads as pl
 from realtime_voicebot.transport.endpoint import Endpoint
 from realtime_voicebot.transport.events import (
     FATAL_ERROR_CODES,
@@ -45,8 +53,13 @@ from realtime_voicebot.transport.events import (
 
 log = structlog.get_logger(component="client")
 
-RETRYABLE_CLOSE_CODES = frozenset({1000, 1001, 1005, 1006, 1011, 1012, 1013, 1015})
 HANDSHAKE_TIMEOUT_S = 10.0
+OUTBOX_LIMIT = 4096
+MAX_LIFETIME_S = 24 * 3600.0
+"""A session said to last longer than this (or already over) has an unknown lifetime."""
+QUICK_SESSION_S = 2.0
+"""A rollover after a session shorter than this counts as a failed attempt (backoff applies):
+a server whose sessions expire at once cannot make the client reconnect in a loop."""
 
 
 class ConnectionState(StrEnum):
@@ -56,30 +69,37 @@ class ConnectionState(StrEnum):
     CLOSED = "closed"
 
 
-class FatalConnectionError(Exception):
-    """A failure that retrying cannot fix; the message tells the user what to do."""
+@dataclass(frozen=True)
+class SessionStarted:
+    """A session is configured and ready: the first thing that happens on it."""
 
-
-class SessionConfigError(FatalConnectionError):
-    """The server rejected `session.update`."""
-
-
-class _Disconnected(Exception):
-    def __init__(self, reason: str, close_code: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.close_code = close_code
+    id: str
+    number: int
+    reason: str
+    """``start``, ``reconnect``, ``rollover`` or ``expired``."""
+    lifetime_s: float | None
+    """Seconds until the server ends it, when known and plausible."""
 
 
 @dataclass(frozen=True)
-class SessionInfo:
-    """One server session: its id, when it expires, and why it was opened."""
+class ConnectionChanged:
+    state: ConnectionState
+    detail: str
 
-    id: str
-    expires_at: float | None
-    number: int
-    reason: str  # "start", "reconnect", "rollover" or "expired"
-    opened_at: float
+
+TransportEvent = ServerEvent | SessionStarted | ConnectionChanged
+
+
+def session_lifetime(expires_at: float | None, now: float) -> float | None:
+    """Seconds left of a session from its ``expires_at`` and this machine's clock.
+
+    None (unknown) for a missing expiry, one already past (or a clock ahead of the server's),
+    or one implausibly far away: rolling over on such a figure would reconnect in a loop.
+    """
+    if expires_at is None:
+        return None
+    left = expires_at - now
+    return left if 0 < left <= MAX_LIFETIME_S else None
 
 
 class Backoff:
@@ -155,10 +175,8 @@ class ClientStats:
     audio_blocks_sent: int = 0
     events_sent: int = 0
     events_received: int = 0
-
-
-SessionReady = Callable[[SessionInfo], Awaitable[None]]
-StateListener = Callable[[ConnectionState, str], None]
+    outbox_dropped: int = 0
+    outbox_discarded_on_new_session: int = 0
 
 
 class RealtimeClient:
@@ -168,21 +186,15 @@ class RealtimeClient:
         self,
         settings: Settings,
         endpoint: Endpoint,
-        on_event: Callable[[ServerEvent], None],
+        on_event: Callable[[TransportEvent], None],
         *,
         session_update: Callable[[], JSON],
-        on_session_ready: SessionReady | None = None,
-        is_idle: Callable[[], bool] = lambda: True,
-        on_state: StateListener | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.endpoint = endpoint
         self._on_event = on_event
         self._session_update = session_update
-        self._on_session_ready = on_session_ready
-        self._is_idle = is_idle
-        self._on_state = on_state
         self.backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s, rng)
         blocks_per_s = 1000 / settings.chunk_ms
         self.audio = OutboundAudio(
@@ -192,35 +204,51 @@ class RealtimeClient:
         self.parser = EventParser()
         self.stats = ClientStats()
         self.state = ConnectionState.CLOSED
-        self.session: SessionInfo | None = None
+        self.session: SessionStarted | None = None
+        self._outbox: deque[JSON] = deque()
         self._ws: ClientConnection | None = None
-        self._audio_ready = asyncio.Event()
-        self._event_seen = asyncio.Event()  # wakes the rollover watcher to re-check idleness
+        self._wake_writer = asyncio.Event()
         self._connected = asyncio.Event()
+        self._end_session = asyncio.Event()
         self._closing = False
         self._rolling_over = False
+        self._reconnect_reason: str | None = None
         self._expired = False
         self._fatal: FatalConnectionError | None = None
 
     # --- public ------------------------------------------------------------------------------
 
+    def send(self, event: JSON) -> bool:
+        """Queue a client event for the current session; never blocks.
+
+        Events queued while no session is open wait for the next one and are discarded
+        there (counted): they were meant for a conversation the new session does not hold.
+        False when the outbox is full (the event is dropped and counted).
+        """
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            self.stats.outbox_dropped += 1
+            log.warning("outbox_full", event_type=event.get("type"))
+            return False
+        self._outbox.append(event)
+        self._wake_writer.set()
+        return True
+
     def send_audio(self, pcm16: bytes) -> None:
         """Queue a microphone block (PCM16 24 kHz mono); never blocks."""
         self.audio.push(pcm16)
-        self._audio_ready.set()
+        self._wake_writer.set()
 
-    async def send(self, event: JSON) -> bool:
-        """Send a client event now; False when there is no open session to send it on."""
-        ws = self._ws
-        if ws is None:
-            log.debug("send_skipped_disconnected", event_type=event.get("type"))
-            return False
-        try:
-            await ws.send(ev.encode(event))
-        except ConnectionClosed:
-            return False
-        self.stats.events_sent += 1
-        return True
+    def roll_over(self) -> None:
+        """End this session cleanly and open a new one (before the server's time limit)."""
+        if self._ws is not None:
+            self._rolling_over = True
+            self._end_session.set()
+
+    def reconnect(self, reason: str) -> None:
+        """Drop this connection and open a new session, with backoff (the server is mute)."""
+        if self._ws is not None:
+            self._reconnect_reason = reason
+            self._end_session.set()
 
     async def wait_connected(self) -> None:
         await self._connected.wait()
@@ -229,9 +257,20 @@ class RealtimeClient:
     def connected(self) -> bool:
         return self.state is ConnectionState.CONNECTED
 
+    def snapshot(self) -> dict[str, int]:
+        return {
+            **vars(self.stats),
+            "mic_blocks_dropped_offline": self.audio.dropped_blocks,
+            "mic_blocks_replayed": self.audio.replayed_blocks,
+            "frames_dropped": self.parser.stats.dropped,
+            "frames_bad_payload": self.parser.stats.bad_payload,
+            "frames_unknown_type": self.parser.stats.unknown_type,
+        }
+
     async def close(self) -> None:
         self._closing = True
         self._set_state(ConnectionState.CLOSED, "closed")
+        self._end_session.set()
         if self._ws is not None:
             await self._ws.close(1000, "client closing")
 
@@ -247,37 +286,39 @@ class RealtimeClient:
             try:
                 await self._serve_one_session(reason)
                 reason = "rollover"
-                attempt = 0
-                continue
+                if time.monotonic() - started >= QUICK_SESSION_S:
+                    attempt = 0
+                    continue
+                exc: BaseException = Disconnected("the session ended right after it began")
             except FatalConnectionError:
                 self._set_state(ConnectionState.CLOSED, "fatal")
                 raise
-            except (_Disconnected, OSError, TimeoutError, InvalidHandshake) as exc:
+            except (Disconnected, OSError, TimeoutError, InvalidHandshake) as error:
                 if self._closing:
                     break
-                detail = exc.reason if isinstance(exc, _Disconnected) else repr(exc)
-                code = exc.close_code if isinstance(exc, _Disconnected) else None
-                if code is not None and code not in RETRYABLE_CLOSE_CODES:
-                    self._set_state(ConnectionState.CLOSED, "fatal")
-                    raise FatalConnectionError(
-                        f"The server ended the session for good ({detail})."
-                    ) from None
-                if time.monotonic() - started > 2 * self.settings.backoff_max_s:
-                    attempt = 0
-                attempt += 1
-                if attempt > self.settings.reconnect_attempts:
-                    self._set_state(ConnectionState.CLOSED, "gave up")
-                    raise FatalConnectionError(
-                        f"Could not reconnect after {attempt - 1} attempts ({detail}). "
-                        "Check the network and the endpoint, then run again."
-                    ) from None
+                exc = error
                 reason = "expired" if self._expired else "reconnect"
-                delay = 0.0 if self._expired and attempt == 1 else self.backoff.delay(attempt)
-                self._set_state(
-                    ConnectionState.RECONNECTING,
-                    f"{detail}; reconnecting in {delay:.1f} s (attempt {attempt})",
-                )
-                await asyncio.sleep(delay)
+            detail = exc.reason if isinstance(exc, Disconnected) else repr(exc)
+            if classify(exc) == "fatal":
+                self._set_state(ConnectionState.CLOSED, "fatal")
+                raise FatalConnectionError(
+                    f"The server ended the session for good ({detail})."
+                ) from None
+            if time.monotonic() - started > 2 * self.settings.backoff_max_s:
+                attempt = 0
+            attempt += 1
+            if attempt > self.settings.reconnect_attempts:
+                self._set_state(ConnectionState.CLOSED, "gave up")
+                raise FatalConnectionError(
+                    f"Could not reconnect after {attempt - 1} attempts ({detail}). "
+                    "Check the network and the endpoint, then run again."
+                ) from None
+            delay = 0.0 if self._expired and attempt == 1 else self.backoff.delay(attempt)
+            self._set_state(
+                ConnectionState.RECONNECTING,
+                f"{detail}; reconnecting in {delay:.1f} s (attempt {attempt})",
+            )
+            await asyncio.sleep(delay)
         self._set_state(ConnectionState.CLOSED, "closed")
 
     # --- one session ---------------------------------------------------------------------------
@@ -285,6 +326,8 @@ class RealtimeClient:
     async def _serve_one_session(self, reason: str) -> None:
         self._set_state(ConnectionState.CONNECTING, reason)
         self._rolling_over = self._expired = False
+        self._reconnect_reason = None
+        self._end_session.clear()
         self._fatal = None
         try:
             ws = await connect(
@@ -311,7 +354,7 @@ class RealtimeClient:
                     f"No Realtime endpoint at {self.endpoint.url} (HTTP 404): check --url, "
                     "--model or the Azure deployment."
                 ) from None
-            raise _Disconnected(f"handshake failed with HTTP {status}") from None
+            raise Disconnected(f"handshake failed with HTTP {status}") from None
         self.stats.connects += 1
         tasks: list[asyncio.Task[Any]] = []
         try:
@@ -321,19 +364,22 @@ class RealtimeClient:
             if reason != "start":
                 self.stats.reconnects += reason in ("reconnect", "expired")
                 self.stats.rollovers += reason == "rollover"
+            discarded = len(self._outbox)
+            if discarded:  # meant for the old conversation; the new session is re-seeded
+                self.stats.outbox_discarded_on_new_session += discarded
+                self._outbox.clear()
             self.audio.rewind()
-            if self._on_session_ready is not None:
-                await self._on_session_ready(info)
+            self._on_event(info)
             self._set_state(ConnectionState.CONNECTED, f"session {info.number} ({reason})")
             self._connected.set()
             tasks = [
-                asyncio.create_task(self._send_audio(ws), name="audio-sender"),
-                asyncio.create_task(self._watch_expiry(ws, info), name="rollover"),
+                asyncio.create_task(self._write(ws), name="writer"),
+                asyncio.create_task(self._end_when_asked(ws), name="session-end"),
             ]
             await self._receive(ws)
         except ConnectionClosed as exc:
             frame = exc.rcvd or exc.sent
-            raise _Disconnected(_describe_close(exc), frame.code if frame else 1006) from None
+            raise Disconnected(_describe_close(exc), frame.code if frame else 1006) from None
         finally:
             self._ws = None
             self._connected.clear()
@@ -345,22 +391,23 @@ class RealtimeClient:
             raise self._fatal
         if self._rolling_over:
             return
+        if self._reconnect_reason is not None:
+            raise Disconnected(self._reconnect_reason, 1000)
         if not self._closing:
-            raise _Disconnected(
+            raise Disconnected(
                 _describe_close_code(ws.close_code, ws.close_reason), ws.close_code or 1006
             )
 
-    async def _configure(self, ws: ClientConnection, reason: str) -> SessionInfo:
+    async def _configure(self, ws: ClientConnection, reason: str) -> SessionStarted:
         created = await self._expect(ws, ServerEventType.SESSION_CREATED)
-        session = created.get("session") or {}
-        expires = session.get("expires_at")
+        payload = created.payload
+        assert isinstance(payload, pl.SessionCreated)
         number = self.session.number + 1 if self.session else 1
-        info = SessionInfo(
-            id=str(session.get("id", "")),
-            expires_at=float(expires) if isinstance(expires, int | float) else None,
+        info = SessionStarted(
+            id=payload.session_id,
             number=number,
             reason=reason,
-            opened_at=time.time(),
+            lifetime_s=session_lifetime(payload.expires_at, time.time()),
         )
         update = self._session_update()
         await ws.send(ev.encode(update))
@@ -372,28 +419,27 @@ class RealtimeClient:
     async def _expect(
         self, ws: ClientConnection, wanted: ServerEventType, request_id: str | None = None
     ) -> ServerEvent:
-        """Wait for one event type during the handshake; dispatch everything else."""
+        """Wait for one event type during the handshake; hand on everything else."""
         async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
             async for frame in ws:
                 event = self.parser.parse(frame)
                 if event is None:
                     continue
                 self.stats.events_received += 1
-                if event.type is ServerEventType.ERROR:
-                    error = event.object("error")
-                    if error.get("code") in FATAL_ERROR_CODES:
+                error = event.payload
+                if isinstance(error, pl.ServerError):
+                    if error.code in FATAL_ERROR_CODES:
                         raise FatalConnectionError(_fatal_message(error))
-                    if request_id is not None and error.get("event_id") in (request_id, None):
-                        param = error.get("param") or "session"
+                    if request_id is not None and _rejects(error, request_id):
                         raise SessionConfigError(
-                            f"The server rejected the session settings ({param}): "
-                            f"{error.get('message', 'invalid value')}. Fix that setting and "
-                            "run again (`voicebot config show`)."
+                            f"The server rejected the session settings ({error.param or 'session'}"
+                            f"): {error.message or 'invalid value'}. Fix that setting and run "
+                            "again (`voicebot config show`)."
                         )
                 self._on_event(event)
                 if event.type is wanted:
                     return event
-        raise _Disconnected(f"connection closed before {wanted.value}")
+        raise Disconnected(f"connection closed before {wanted.value}")
 
     async def _receive(self, ws: ClientConnection) -> None:
         async for frame in ws:
@@ -403,7 +449,6 @@ class RealtimeClient:
             self.stats.events_received += 1
             self._observe(event)
             self._on_event(event)
-            self._event_seen.set()
             if self._fatal is not None:
                 await ws.close(1000, "fatal error")
                 return
@@ -414,64 +459,71 @@ class RealtimeClient:
             self.audio.on_speech_started()
         elif event.type in (ServerEventType.INPUT_COMMITTED, ServerEventType.INPUT_CLEARED):
             self.audio.on_committed()
-        elif event.type is ServerEventType.ERROR:
-            error = event.object("error")
-            code = error.get("code")
+        elif isinstance(event.payload, pl.ServerError):
+            code = event.payload.code
             if code == ErrorCode.SESSION_EXPIRED:
                 self._expired = True
                 self.stats.expiries += 1
                 log.info("session_expired_by_server")
             elif code in FATAL_ERROR_CODES:
-                self._fatal = FatalConnectionError(_fatal_message(error))
+                self._fatal = FatalConnectionError(_fatal_message(event.payload))
 
-    async def _send_audio(self, ws: ClientConnection) -> None:
+    async def _write(self, ws: ClientConnection) -> None:
+        """The one writer: queued client events first, then microphone audio."""
+        outbox, audio = self._outbox, self.audio
         while True:
-            block = self.audio.next_to_send()
-            if block is None:
-                self._audio_ready.clear()
-                await self._audio_ready.wait()
-                continue
-            try:
-                await ws.send(ev.input_audio_append_frame(block))
-            except ConnectionClosed:
-                return
-            self.stats.audio_blocks_sent += 1
+            self._wake_writer.clear()
+            while outbox or audio.pending:
+                try:
+                    if outbox:
+                        await ws.send(ev.encode(outbox[0]))
+                        outbox.popleft()
+                        self.stats.events_sent += 1
+                    else:
+                        block = audio.next_to_send()
+                        if block is None:
+                            break
+                        await ws.send(ev.input_audio_append_frame(block))
+                        self.stats.audio_blocks_sent += 1
+                except ConnectionClosed:
+                    return
+            await self._wake_writer.wait()
 
-    async def _watch_expiry(self, ws: ClientConnection, info: SessionInfo) -> None:
-        """Roll over to a new session before the server ends this one, when idle."""
-        if info.expires_at is None:
-            return
-        lifetime = max(0.0, info.expires_at - info.opened_at)
-        margin = min(self.settings.rollover_margin_s, lifetime * 0.3)
-        await asyncio.sleep(max(0.0, info.expires_at - margin - time.time()))
-        while not self._is_idle():
-            remaining = info.expires_at - 0.5 - time.time()
-            if remaining <= 0:
-                break
-            self._event_seen.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._event_seen.wait()
-        log.info("session_rollover", session_id=info.id, seconds_left=info.expires_at - time.time())
-        self._rolling_over = True
-        await ws.close(1000, "session rollover")
+    async def _end_when_asked(self, ws: ClientConnection) -> None:
+        await self._end_session.wait()
+        if self._closing:
+            return  # close() closes the socket itself
+        if self._rolling_over:
+            log.info("session_rollover", session=self.session.id if self.session else None)
+            await ws.close(1000, "session rollover")
+        else:
+            log.warning("reconnecting", reason=self._reconnect_reason)
+            await ws.close(1000, "reconnecting")
 
     def _set_state(self, state: ConnectionState, detail: str) -> None:
         if state is self.state and state is not ConnectionState.RECONNECTING:
             return
         self.state = state
         log.info("connection_state", state=state.value, detail=detail)
-        if self._on_state is not None:
-            self._on_state(state, detail)
+        self._on_event(ConnectionChanged(state, detail))
 
 
-def _fatal_message(error: JSON) -> str:
-    code = error.get("code")
+def _rejects(error: pl.ServerError, request_id: str) -> bool:
+    """Whether an error during the handshake refuses our ``session.update``: it names it, or
+    it names nothing and is about the request (a ``server_error`` is the server's own
+    trouble: handed on, and the handshake goes on or times out and is retried)."""
+    if error.event_id is not None:
+        return error.event_id == request_id
+    return error.type == "invalid_request_error"
+
+
+def _fatal_message(error: pl.ServerError) -> str:
+    code = error.code
     if code == ErrorCode.INVALID_API_KEY:
         return "The API key was rejected (invalid_api_key): check OPENAI_API_KEY."
     if code == ErrorCode.INSUFFICIENT_QUOTA:
         return "The account has no quota left (insufficient_quota): check billing."
-    return f"The server refused the session ({code}): {error.get('message', '')}"
+    return f"The server refused the session ({code}): {error.message}"
 
 
 def _describe_close(exc: ConnectionClosed) -> str:
@@ -487,10 +539,13 @@ def _describe_close_code(code: int | None, reason: str | None) -> str:
 __all__ = [
     "Backoff",
     "ClientStats",
+    "ConnectionChanged",
     "ConnectionState",
     "FatalConnectionError",
     "OutboundAudio",
     "RealtimeClient",
     "SessionConfigError",
-    "SessionInfo",
+    "SessionStarted",
+    "TransportEvent",
+    "session_lifetime",
 ]

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from realtime_voicebot.core.conversation import TranscriptState
+
 if TYPE_CHECKING:
     from realtime_voicebot.config import Settings
-    from realtime_voicebot.state.conversation import ConversationState, Item
+    from realtime_voicebot.core.conversation import Conversation, Item
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,56 +56,62 @@ class CompactionPolicy:
             settings.summary_threshold, settings.summary_keep_items, settings.summary_every_turns
         )
 
-    def reason(self, state: ConversationState) -> str | None:
+    def reason(self, conversation: Conversation) -> str | None:
         """Why a compaction is due now ("tokens", "turns"), or None."""
-        if state.window_fresh and state.window_tokens >= self.threshold_tokens:
+        if conversation.window_fresh and conversation.window_tokens >= self.threshold_tokens:
             return "tokens"
-        if self.every_turns is not None and state.user_turns_since_compaction >= self.every_turns:
+        if (
+            self.every_turns is not None
+            and conversation.user_turns_since_compaction >= self.every_turns
+        ):
             return "turns"
         return None
 
-    def due(self, state: ConversationState) -> CompactionPlan | None:
+    def due(self, conversation: Conversation) -> CompactionPlan | None:
         """The plan of the compaction to run now, or None."""
-        if state.compaction_in_flight:
-            return None
-        reason = self.reason(state)
-        return None if reason is None else self.snapshot(state, reason)
+        reason = self.reason(conversation)
+        return None if reason is None else self.snapshot(conversation, reason)
 
-    def snapshot(self, state: ConversationState, reason: str = "forced") -> CompactionPlan | None:
+    def snapshot(self, conversation: Conversation, reason: str = "forced") -> CompactionPlan | None:
         """The plan over what is compactable now, due or not (None when nothing is)."""
-        mirror = state.mirror
+        mirror = conversation.mirror
         summary_items = [item for item in mirror if item.is_summary]
         content = [item for item in mirror if not item.is_summary]
         boundary = len(content) - self.keep_items
         if boundary <= 0:
             return None
         for index, item in enumerate(content[:boundary]):
-            if not _finished(state, item):
+            if not _finished(conversation, item):
                 boundary = index
                 break
         boundary = _keep_calls_with_outputs(content, boundary)
         snapshot = content[:boundary]
         if not snapshot:
             return None
-        summarize_ids = [*state.carried_ids, *(item.id for item in snapshot if not item.summarized)]
+        summarize_ids = [
+            *conversation.carried_ids,
+            *(item.id for item in snapshot if not item.summarized),
+        ]
         return CompactionPlan(
             summarize_ids=tuple(summarize_ids),
             delete_ids=tuple(item.id for item in [*summary_items, *snapshot]),
-            previous_summary_item_id=state.summary_item_id,
-            previous_summary=state.summary,
+            previous_summary_item_id=conversation.summary_item_id,
+            previous_summary=conversation.summary,
             anchor_id=content[boundary].id if boundary < len(content) else None,
             pending_transcripts=tuple(
-                item_id for item_id in summarize_ids if state.items[item_id].transcript_pending
+                item_id
+                for item_id in summarize_ids
+                if conversation.items[item_id].transcript is TranscriptState.PENDING
             ),
-            window_tokens=state.window_tokens,
+            window_tokens=conversation.window_tokens,
             reason=reason,
         )
 
 
-def _finished(state: ConversationState, item: Item) -> bool:
-    if not item.done or item.id == state.streaming_item_id:
+def _finished(conversation: Conversation, item: Item) -> bool:
+    if not item.done or item.id == conversation.streaming_item_id:
         return False
-    return item.response_id is None or item.response_id != state.active_response_id
+    return item.response_id is None or item.response_id != conversation.active_response_id
 
 
 def _keep_calls_with_outputs(content: list[Item], boundary: int) -> int:

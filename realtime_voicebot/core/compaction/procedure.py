@@ -3,7 +3,7 @@
 `Compaction.begin` returns the client events (one system item at root holding the summary,
 then one delete per snapshot item the server still holds); `on_event` consumes the server's
 confirmations and errors (matched by ``error.event_id``) and returns retries. The
-`ConversationState` sees the same events and updates the mirror from the confirmations, so
+`Conversation` sees the same events and updates the mirror from the confirmations, so
 where a delete keeps failing the item simply stays in the mirror, as on the server.
 """
 
@@ -14,13 +14,10 @@ from typing import Literal
 
 import structlog
 
-from realtime_voicebot.state.conversation import (
-    SUMMARY_HEADER,
-    ConversationState,
-    Summary,
-    new_item_id,
-)
-from realtime_voicebot.state.policy import CompactionPlan
+from realtime_voicebot.core.compaction.policy import CompactionPlan
+from realtime_voicebot.core.conversation import Conversation, Summary, new_item_id
+from realtime_voicebot.core.recap import recap_text
+from realtime_voicebot.transport import payloads as pl
 from realtime_voicebot.transport.events import (
     JSON,
     Dialect,
@@ -40,21 +37,20 @@ RequestKind = Literal["create", "delete"]
 
 
 def summary_item_text(summary: str) -> str:
-    """The content of a summary item: the summary under a header telling what it is."""
-    return f"{SUMMARY_HEADER}\n{summary.strip()}"
+    """The content of a summary item: the summary, quoted as a record."""
+    return recap_text(summary)
 
 
-def _is_item_gone(error: JSON) -> bool:
-    code = error.get("code")
-    message = str(error.get("message") or "").lower()
-    return code == ErrorCode.ITEM_NOT_FOUND or any(p in message for p in _GONE_PHRASES)
+def _is_item_gone(error: pl.ServerError) -> bool:
+    message = error.message.lower()
+    return error.code == ErrorCode.ITEM_NOT_FOUND or any(p in message for p in _GONE_PHRASES)
 
 
 @dataclass
 class Compaction:
     """The server side of one `CompactionPlan`. ``max_retries`` resends per request."""
 
-    state: ConversationState = field(repr=False)
+    conversation: Conversation = field(repr=False)
     plan: CompactionPlan
     max_retries: int = DEFAULT_MAX_RETRIES
     summary_item_id: str = field(default_factory=lambda: new_item_id("sum"))
@@ -99,10 +95,10 @@ class Compaction:
             item_id=self.summary_item_id,
             replaced_item_ids=tuple(i for i in self.plan.delete_ids if self._is_summary(i)),
         )
-        self.state.expect_summary(self.summary)
+        self.conversation.expect_summary(self.summary)
         events = [self._create()]
         for item_id in self.plan.delete_ids:
-            if self.state.on_server(item_id):
+            if self.conversation.on_server(item_id):
                 self._outstanding.append(item_id)
                 events.append(self._delete(item_id))
             else:
@@ -115,14 +111,15 @@ class Compaction:
         if self._done or not self.begun:
             return []
         retries: list[JSON] = []
-        if event.type is ServerEventType.ITEM_ADDED and event.item_id == self.summary_item_id:
-            self.summary_confirmed = True
-        elif event.type is ServerEventType.ITEM_DELETED and event.item_id in self._outstanding:
-            self._confirm(event.item_id)
-        elif event.type is ServerEventType.ERROR:
-            error = event.get("error")
-            if isinstance(error, dict):
-                retries = self._on_error(error)
+        payload = event.payload
+        if event.type is ServerEventType.ITEM_ADDED and isinstance(payload, pl.ItemEvent):
+            if payload.item.id == self.summary_item_id:
+                self.summary_confirmed = True
+        elif event.type is ServerEventType.ITEM_DELETED and isinstance(payload, pl.ItemRef):
+            if payload.item_id in self._outstanding:
+                self._confirm(payload.item_id)
+        elif isinstance(payload, pl.ServerError):
+            retries = self._on_error(payload)
         self._check_done()
         return retries
 
@@ -132,7 +129,7 @@ class Compaction:
             return []
         events: list[JSON] = []
         if not self.summary_confirmed and not self.summary_failed:
-            if self.state.on_server(self.summary_item_id):
+            if self.conversation.on_server(self.summary_item_id):
                 self.summary_confirmed = True
             elif self._attempts[self.summary_item_id] <= self.max_retries:
                 self.create_retries += 1
@@ -140,7 +137,7 @@ class Compaction:
             else:
                 self._summary_given_up()
         for item_id in list(self._outstanding):
-            if not self.state.on_server(item_id):
+            if not self.conversation.on_server(item_id):
                 self._confirm(item_id)
             elif self._attempts[item_id] <= self.max_retries:
                 self.delete_retries += 1
@@ -156,12 +153,12 @@ class Compaction:
             self._done = True
             return
         if not self.summary_confirmed and not self.summary_failed:
-            if self.state.on_server(self.summary_item_id):
+            if self.conversation.on_server(self.summary_item_id):
                 self.summary_confirmed = True
             else:
                 self._summary_given_up()
         for item_id in list(self._outstanding):
-            if self.state.on_server(item_id):
+            if self.conversation.on_server(item_id):
                 self._fail(item_id)
             else:
                 self._confirm(item_id)
@@ -171,16 +168,16 @@ class Compaction:
         """The session is gone: nothing more will be confirmed. Sends nothing."""
         self.abandoned = True
         self._done = True
-        self.state.forget_summary(self.summary_item_id)
+        self.conversation.forget_summary(self.summary_item_id)
 
-    def tracks(self, event_id: object) -> bool:
+    def tracks(self, event_id: str | None) -> bool:
         """Whether a client event with this id was sent by this compaction."""
-        return str(event_id) in self._sent_ids
+        return event_id is not None and event_id in self._sent_ids
 
     # --- internals -----------------------------------------------------------------------
 
     def _is_summary(self, item_id: str) -> bool:
-        item = self.state.items.get(item_id)
+        item = self.conversation.items.get(item_id)
         return item is not None and item.is_summary
 
     def _track(self, event: JSON, kind: RequestKind, item_id: str) -> JSON:
@@ -203,12 +200,12 @@ class Compaction:
     def _delete(self, item_id: str) -> JSON:
         return self._track(item_delete(item_id), "delete", item_id)
 
-    def _on_error(self, error: JSON) -> list[JSON]:
-        request = self._requests.pop(str(error.get("event_id")), None)
+    def _on_error(self, error: pl.ServerError) -> list[JSON]:
+        request = self._requests.pop(error.event_id or "", None)
         if request is None:
             return []
         kind, item_id = request
-        log.info("compaction_error", request=kind, item_id=item_id, code=error.get("code"))
+        log.info("compaction_error", request=kind, item_id=item_id, code=error.code)
         if kind == "create":
             if self.summary_confirmed or self.summary_failed:
                 return []
@@ -219,8 +216,8 @@ class Compaction:
             return []
         if item_id not in self._outstanding:
             return []
-        if _is_item_gone(error) or not self.state.on_server(item_id):
-            self.state.mark_gone(item_id)
+        if _is_item_gone(error) or not self.conversation.on_server(item_id):
+            self.conversation.mark_gone(item_id)
             self._confirm(item_id)
         elif self._attempts[item_id] <= self.max_retries:
             self.delete_retries += 1
@@ -242,8 +239,8 @@ class Compaction:
         """The server never took the summary: keep it locally, so nothing is lost."""
         assert self.summary is not None
         self.summary_failed = True
-        self.state.forget_summary(self.summary_item_id)
-        self.state.adopt_summary(self.summary)
+        self.conversation.forget_summary(self.summary_item_id)
+        self.conversation.adopt_summary(self.summary)
         log.warning("compaction_summary_not_created", item_id=self.summary_item_id)
 
     def _check_done(self) -> None:

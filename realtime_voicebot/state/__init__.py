@@ -1,1 +1,0 @@
-"""The pure core: conversation state, compaction policy and procedure. No I/O here."""
