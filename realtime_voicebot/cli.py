@@ -166,7 +166,13 @@ def config_show(
         realtime = realtime_url(settings)
     except EndpointError as exc:
         realtime = f"nowhere yet: {exc}"
-    destinations = {"realtime endpoint": realtime, "summarizer": summarizer_destination(settings)}
+    from realtime_voicebot.audio.echo import planned_echo_status
+
+    destinations = {
+        "realtime endpoint": realtime,
+        "summarizer": summarizer_destination(settings),
+        "echo handling": planned_echo_status(settings.echo).removeprefix("echo handling: "),
+    }
     notices = env_file_redirects(settings, sources)
     rows: list[tuple[str, str, str]] = []
     for name in type(settings).model_fields:

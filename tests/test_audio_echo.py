@@ -23,6 +23,7 @@ from realtime_voicebot.audio.echo import (
     STATUS_OFF,
     AcousticEchoCanceller,
     EchoGate,
+    EchoTracker,
     PassThrough,
     echo_status,
     make_echo_processor,
@@ -427,6 +428,7 @@ def test_aec_silences_only_output_frames_far_below_the_predicted_echo() -> None:
         levels=np.array([-40.0] * 4),
         predicted=np.array([-40.0, -40.0, -40.0, -40.0]),
         playing=np.array([True, True, False, True]),
+        clocks=np.arange(4, dtype=np.int64),
     )
     aec._suppress_residual(out, echo)
     frames, originals = out.reshape(4, 240), kept.reshape(4, 240)
@@ -439,3 +441,43 @@ def sustained(seconds: float, rms: float) -> np.ndarray:
     t = np.arange(round(seconds * RATE)) / RATE
     tone = np.sin(2 * np.pi * 300 * t)
     return np.rint(tone / np.sqrt(np.mean(tone**2)) * rms)
+
+
+def tracked_clocks(*, stamped: bool, stall_blocks: int) -> np.ndarray:
+    """The clocks an EchoTracker gives each microphone frame of 40 ms blocks captured 60 ms
+    after the tap's position, read by a loop that stalls for `stall_blocks` blocks at a
+    time (then reads the backlog at once) while the speaker goes on."""
+    block = 960  # 40 ms, the default microphone block
+    lead = 1440  # the tap is 60 ms ahead of the microphone where each block is captured
+    tap = PlaybackTap(RATE)
+    tracker = EchoTracker(tap)
+    tap.append(np.zeros(lead, dtype=np.int16))
+    captured: list[tuple[bytes, int]] = []
+    clocks: list[np.ndarray] = []
+    for index in range(150):
+        tap.append(np.zeros(block, dtype=np.int16))
+        captured.append((np.zeros(block, dtype=np.int16).tobytes(), tap.total_samples))
+        if stall_blocks and index % (stall_blocks + 1) != stall_blocks and index < 149:
+            continue
+        for pcm, stamp in captured:
+            frames = tracker.observe(pcm, capture_end=stamp if stamped else None)
+            clocks.append(frames.clocks)
+        captured.clear()
+    return np.concatenate(clocks)
+
+
+@pytest.mark.parametrize("stall_blocks", [0, 4, 60])
+def test_capture_stamps_align_the_echo_reference_whatever_the_loop_does(
+    stall_blocks: int,
+) -> None:
+    """With the duplex stream's capture stamps, each microphone frame's clock is the tap's
+    position where it was captured, even when the loop reads blocks in bursts or after a
+    stall longer than the tracker's memory of them. Without stamps (the other side), a
+    stall that long moves the clocks: the stamps are what holds the alignment."""
+    expected = np.arange(600, dtype=np.int64) + 1440 // 240
+    assert np.array_equal(tracked_clocks(stamped=True, stall_blocks=stall_blocks), expected)
+    unstamped = tracked_clocks(stamped=False, stall_blocks=stall_blocks)
+    if stall_blocks == 0:
+        assert np.array_equal(unstamped, expected)
+    if stall_blocks == 60:
+        assert not np.array_equal(unstamped, expected)

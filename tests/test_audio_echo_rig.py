@@ -92,6 +92,8 @@ async def test_echo_does_not_interrupt_and_the_user_is_heard_over_it(
             assert status.startswith(
                 "echo handling: aec" if echo == "default" else "echo handling: gate"
             )
+            # `voicebot run` shows it once, as the view's notice.
+            assert [n for n in running.view.notices if n.startswith("echo handling")] == [status]
             since = monitor.position
             speak_into_mic(said(0.8, REPLY_DBFS - 6, seed=1))
             await running.wait_for(lambda: any(i.role == "assistant" for i in session.items))

@@ -50,7 +50,11 @@ class EchoProcessor(Protocol):
     status: str
     """One line for the user: which echo mode runs and why (set by `make_echo_processor`)."""
 
-    def process(self, mic_block_pcm16: bytes) -> bytes: ...
+    def process(self, mic_block_pcm16: bytes, capture_end: int | None = None) -> bytes:
+        """`capture_end`: the reference tap's position when the block's last sample was
+        captured (`MicrophoneInput.capture_end_position`; None: unknown)."""
+        ...
+
     @property
     def counts(self) -> dict[str, int]: ...
 
@@ -64,7 +68,7 @@ class PassThrough:
         self.blocks = 0
         self.status = STATUS_OFF
 
-    def process(self, mic_block_pcm16: bytes) -> bytes:
+    def process(self, mic_block_pcm16: bytes, capture_end: int | None = None) -> bytes:
         self.blocks += 1
         return mic_block_pcm16
 
@@ -83,6 +87,8 @@ class EchoFrames:
     """The echo expected in each frame (dBFS): coupling + the played level at the delay."""
     playing: BoolArray
     """Whether speech was being played where each frame's echo comes from."""
+    clocks: IntArray
+    """The reference frame playing when each frame was captured (see `EchoTracker`)."""
 
 
 class EchoTracker:
@@ -110,36 +116,59 @@ class EchoTracker:
         self._reference_levels = FrameLevels(max(1, reference.sample_rate * FRAME_MS // 1000))
         self._reference_position = reference.total_samples
         self._mic_levels = FrameLevels(max(1, sample_rate * FRAME_MS // 1000))
-        self._observed: deque[int] = deque(maxlen=observe_blocks)
+        self._observed: deque[float] = deque(maxlen=observe_blocks)
         """Lead of the tap over the microphone (frames) at the latest blocks."""
+        self._mic_samples = 0
 
-    def observe(self, mic_block_pcm16: bytes, *, learn: bool = True) -> EchoFrames:
+    def observe(
+        self, mic_block_pcm16: bytes, *, learn: bool = True, capture_end: int | None = None
+    ) -> EchoFrames:
         """The frames this block completes and their predicted echo; with `learn`, the
-        frames heard while speech plays teach the estimator."""
+        frames heard while speech plays teach the estimator. `capture_end` is the tap's
+        position when the block's last sample was captured (None: unknown, the tap's
+        position now stands in)."""
         self._catch_up_reference()
-        levels = self._mic_levels.push(np.frombuffer(mic_block_pcm16, dtype=np.int16))
-        clocks = self._clocks(levels.shape[0])
+        samples = np.frombuffer(mic_block_pcm16, dtype=np.int16)
+        self._mic_samples += int(samples.shape[0])
+        levels = self._mic_levels.push(samples)
+        clocks = self._clocks(levels.shape[0], capture_end)
         played = self.path.reference_for(clocks, self.tolerance_frames)
         playing = played >= self.path.reference_active_dbfs
         if learn and playing.any():
             self.path.learn(levels[playing], clocks[playing])
-        return EchoFrames(levels, played + self.path.coupling_db, playing)
+        return EchoFrames(levels, played + self.path.coupling_db, playing, clocks)
 
     def _catch_up_reference(self) -> None:
-        played, self._reference_position = self.reference.read_since(self._reference_position)
+        start = self._reference_position
+        played, self._reference_position = self.reference.read_since(start)
+        skipped = self._reference_position - start - int(played.shape[0])
+        if skipped > 0:  # the loop stalled longer than the tap keeps: count those frames
+            # as silence, so the frame numbers stay the tap's positions (the stamps' clock)
+            self.path.push_reference(self._reference_levels.push(np.zeros(skipped, np.int16)))
         if played.shape[0]:
             self.path.push_reference(self._reference_levels.push(played))
 
-    def _clocks(self, frames: int) -> IntArray:
+    def _clocks(self, frames: int, capture_end: int | None) -> IntArray:
         """The reference frame playing when each new microphone frame was read.
 
-        The two streams run at the same pace but reach the loop in bursts (the loop reads a
-        few queued microphone blocks at once; an output stream fills its buffers ahead at
-        start): the lead of the tap over the microphone is the median of the last second's
-        observations, which a burst of a few blocks does not move. Never in the future.
+        With a capture stamp (the tap's position when the block was captured, as a duplex
+        stream gives it), the lead of the tap over the microphone is measured where the
+        block was captured, not where the loop reads it. Without one, the tap's position
+        now stands in: the two streams run at the same pace but reach the loop in bursts
+        (the loop reads a few queued microphone blocks at once; an output stream fills its
+        buffers ahead at start). Either way the lead is the median of the last blocks'
+        observations, which a burst of a few blocks (or a stamp's jitter) does not move.
+        Never in the future.
         """
         end = self._mic_levels.frames
-        self._observed.append(self.path.reference_frames - end)
+        if capture_end is None:
+            lead = float(self.path.reference_frames - end)
+        else:
+            lead = (
+                capture_end / self._reference_levels.frame_samples
+                - self._mic_samples / self._mic_levels.frame_samples
+            )
+        self._observed.append(lead)
         offset = float(np.median(np.fromiter(self._observed, dtype=np.float64)))
         clocks = np.arange(end - frames, end, dtype=np.int64) + round(offset)
         return np.minimum(clocks, self.path.reference_frames - 1)
@@ -250,11 +279,11 @@ class EchoGate:
         """How far above the predicted echo a frame must be to count as the user (dB)."""
         return max(self.margin_db, self.spread_factor * self.path.spread_db)
 
-    def process(self, mic_block_pcm16: bytes) -> bytes:
+    def process(self, mic_block_pcm16: bytes, capture_end: int | None = None) -> bytes:
         self.blocks += 1
         block_ms = len(mic_block_pcm16) / 2 * 1000.0 / self.sample_rate
         learn = not self.is_open or self._open_ms >= self.learn_after_open_ms
-        frames = self.tracker.observe(mic_block_pcm16, learn=learn)
+        frames = self.tracker.observe(mic_block_pcm16, learn=learn, capture_end=capture_end)
         levels, predicted = frames.levels, frames.predicted
         if levels.shape[0]:  # a block shorter than a frame keeps the previous state
             self._audible = bool((frames.playing & (predicted >= self.echo_floor_dbfs)).any())
@@ -385,9 +414,9 @@ class AcousticEchoCanceller:
             "suppressed_frames": self.frames_suppressed,
         }
 
-    def process(self, mic_block_pcm16: bytes) -> bytes:
+    def process(self, mic_block_pcm16: bytes, capture_end: int | None = None) -> bytes:
         self.blocks += 1
-        echo = self.tracker.observe(mic_block_pcm16)
+        echo = self.tracker.observe(mic_block_pcm16, capture_end=capture_end)
         self._feed_reference()
         mic = np.concatenate([self._mic_pending, np.frombuffer(mic_block_pcm16, dtype=np.int16)])
         whole = mic.shape[0] - mic.shape[0] % self.frame_samples
@@ -443,8 +472,10 @@ def make_echo_processor(
     *,
     stream_delay_ms: int = 0,
     fallback: bool = True,
+    quiet: bool = False,
 ) -> EchoProcessor:
-    """The processor for `Settings.echo`, with its one-line `status` logged once.
+    """The processor for `Settings.echo`, with its one-line `status` logged once (not with
+    `quiet`).
 
     ``aec`` falls back to ``gate`` when the canceller cannot load (the status says why);
     with ``fallback=False`` that raises AudioUnavailableError instead.
@@ -468,9 +499,13 @@ def make_echo_processor(
                 f"echo handling: gate, because echo cancellation could not load ({exc}); "
                 "`pip install --force-reinstall livekit` brings it back"
             )
-            log.warning("echo_mode", mode=processor.mode, requested=mode, status=processor.status)
+            if not quiet:
+                log.warning(
+                    "echo_mode", mode=processor.mode, requested=mode, status=processor.status
+                )
             return processor
-    log.info("echo_mode", mode=processor.mode, requested=mode, status=processor.status)
+    if not quiet:
+        log.info("echo_mode", mode=processor.mode, requested=mode, status=processor.status)
     return processor
 
 
@@ -480,3 +515,14 @@ def echo_status(audio_in: object) -> str | None:
     processor = getattr(audio_in, "echo", None)
     status = getattr(processor, "status", None)
     return status if isinstance(status, str) else None
+
+
+def planned_echo_status(mode: EchoMode) -> str:
+    """The start-up line a run with `Settings.echo` = `mode` would show, found without a
+    device: the canceller is built (and dropped) to see whether it loads."""
+    if mode == "off":
+        return STATUS_OFF
+    if mode == "gate":
+        return STATUS_GATE
+    tap = PlaybackTap(API_SAMPLE_RATE, capacity_ms=10)
+    return make_echo_processor(mode, tap, quiet=True).status
