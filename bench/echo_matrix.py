@@ -343,6 +343,7 @@ def figures(quick: bool) -> list[Figure]:
                     run_mode(mode, coupling_db, per_level, monitor)
                 )
     LAST_RUNS.update(runs)
+    print("\n" + markdown_matrix(runs) + "\n", file=sys.stderr, flush=True)
     lines = sorted({f"{mode}: {runs[mode, None].mode_line}" for mode in MODES})
     return [
         *matrix_figures(runs),
@@ -357,9 +358,6 @@ def figures(quick: bool) -> list[Figure]:
 
 def main() -> None:
     run_bench("Echo matrix on the virtual rig (each mode side by side)", figures, __doc__)
-    if LAST_RUNS:
-        print()
-        print(markdown_matrix(LAST_RUNS))
 
 
 if __name__ == "__main__":
