@@ -89,6 +89,14 @@ QUIET_MS = 300.0
 TRUNCATE_TOLERANCE_MS = 40.0
 """Two 20 ms blocks: where the app read the played position against the monitor."""
 MIN_ABOVE_ECHO_DB = 6.0
+CONFIRM_WITHIN_S = INTERJECTION_S + 3.0
+"""How long after an interjection's `speech_started` its truncate is waited for (the app sends
+it once the user's turn is confirmed, after the speech and the VAD's silence)."""
+
+
+def truncated(session: Any, item_id: str | None) -> bool:
+    kind = ClientEventType.ITEM_TRUNCATE.value
+    return any(e.get("type") == kind and e.get("item_id") == item_id for e in session.received)
 
 
 @dataclass
@@ -190,7 +198,7 @@ async def run_mode(
                 # 2. Interjections over the following replies.
                 if mode != "off" or coupling_db is None:
                     await asyncio.to_thread(monitor.wait_quiet, onset, QUIET_MS, 30)
-                    await interjections(server, stamps, monitor, per_level, say, result)
+                    await interjections(server, session, stamps, monitor, per_level, say, result)
                 ended_at = monitor.position
                 bot.check_alive()
             finally:
@@ -219,6 +227,7 @@ async def run_mode(
 
 async def interjections(
     server: Any,
+    session: Any,
     stamps: SendStamps,
     monitor: Monitor,
     per_level: int,
@@ -254,6 +263,13 @@ async def interjections(
                 interjection.heard_at_cut_ms = (monitor.sample_at(cut.at) - onset) * 1000.0 / RATE
                 interjection.item_id = first.item_id
                 after = cut.at
+                # The app pauses the reply on speech_started and truncates it once the user's
+                # turn is confirmed (false_interruption resume): after the speech ends. Wait
+                # for it, so the run's last interjection is judged like the others.
+                with contextlib.suppress(TimeoutError):
+                    await server.wait_for(
+                        lambda item=first.item_id: truncated(session, item), CONFIRM_WITHIN_S
+                    )
             else:
                 after = None
             result.interjections.append(interjection)
