@@ -16,8 +16,10 @@ For each mode and coupling, one bot:
    `INTERJECT_AFTER_S` into it (1 s of speech): the interjection is heard when the server
    sends `speech_started` during it and the app then truncates the reply at the played
    position (`audio_end_ms` within `TRUNCATE_TOLERANCE_MS` of what the monitor had heard of
-   the reply when `speech_started` was sent); `speech_started` -> silence is timed on the
-   monitor. The reply to a heard interjection is the next one talked over.
+   the reply when `speech_started` was sent; the app pauses the reply at once and sends the
+   truncate when the user's turn is confirmed, after the speech, which is waited for);
+   `speech_started` -> silence is timed on the monitor. The reply to a heard interjection is
+   the next one talked over.
 
 `off` with an echo path is not asked to hear interjections: its echo interrupts every reply
 first (step 1 shows it). A cell is *in spec* when the user is at least 6 dB above the echo;

@@ -481,3 +481,41 @@ def test_capture_stamps_align_the_echo_reference_whatever_the_loop_does(
         assert np.array_equal(unstamped, expected)
     if stall_blocks == 60:
         assert not np.array_equal(unstamped, expected)
+
+
+def test_aec_lets_the_user_through_in_double_talk_and_never_opens_on_the_echo() -> None:
+    """The canceller's own suppressor holds a user talking over the reply down (in this
+    simulation it kept 16 of 70 of the user's frames within 3 dB); the double-talk gate
+    passes the raw microphone once the user is clearly above the echo: nearly every frame of
+    the user's speech after its first 300 ms comes through at its level. The other side: the
+    echo alone (two replies, a delay shift between them) never opens it."""
+    tap = PlaybackTap(RATE)
+    aec = AcousticEchoCanceller(tap)
+    first, second = reply(6.0, seed=1), reply(4.0, seed=2)
+    played = np.concatenate([first, np.zeros(RATE, dtype=np.int16), second])
+    echo = np.concatenate(
+        [
+            echo_of(played[: first.shape[0] + RATE], 120.0, -18.0),
+            echo_of(second, 100.0, -18.0),
+        ]
+    )
+    user_start = 8.5
+    user = to_pcm(user_over(played.shape[0], user_start, 1.0, level(echo[RATE:]) + 6.0))
+    mic = to_pcm(echo + user)
+    out = []
+    for start in range(0, mic.shape[0], BLOCK):
+        tap.append(played[start : start + BLOCK])
+        out.append(aec.process(mic[start : start + BLOCK].tobytes()))
+        if start / RATE < user_start:
+            assert aec.double_talk.openings == 0, f"opened on the echo at {start / RATE:.2f} s"
+    result = np.frombuffer(b"".join(out), dtype=np.int16)
+    kept = total = 0
+    for frame in range(
+        round((user_start + 0.3) * RATE) // 240, round((user_start + 1.0) * RATE) // 240
+    ):
+        user_db = rms_dbfs(user[frame * 240 : (frame + 1) * 240])
+        if user_db > -60:
+            total += 1
+            kept += rms_dbfs(result[frame * 240 : (frame + 1) * 240]) >= user_db - 3
+    assert total > 50 and kept >= 0.9 * total, f"{kept}/{total} of the user's frames kept"
+    assert aec.counts["double_talk_openings"] == 1
