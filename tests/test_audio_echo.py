@@ -519,3 +519,33 @@ def test_aec_lets_the_user_through_in_double_talk_and_never_opens_on_the_echo() 
             kept += rms_dbfs(result[frame * 240 : (frame + 1) * 240]) >= user_db - 3
     assert total > 50 and kept >= 0.9 * total, f"{kept}/{total} of the user's frames kept"
     assert aec.counts["double_talk_openings"] == 1
+
+
+def test_aec_silences_a_leak_where_the_raw_microphone_held_only_the_echo() -> None:
+    """The canceller leaking at the echo's own level (it re-converges) is silenced where the
+    raw microphone held nothing above its predicted echo; where the raw input was 3 dB or
+    more above it (a user under the gate's opening), or nothing was audible, the canceller's
+    output is kept."""
+    from realtime_voicebot.audio.echo import EchoFrames
+
+    aec = AcousticEchoCanceller(PlaybackTap(RATE))
+    out = np.concatenate([sustained(0.01, 32768 * 10 ** (-40 / 20)) for _ in range(4)]).astype(
+        np.int16
+    )
+    kept = out.copy()
+    canceller_view = EchoFrames(
+        levels=np.full(4, -30.0),
+        predicted=np.full(4, -45.0),  # the output is not far below it: not residual by that
+        playing=np.ones(4, dtype=bool),
+        clocks=np.arange(4, dtype=np.int64),
+    )
+    raw = EchoFrames(
+        levels=np.array([-31.0, -26.0, -31.0, -29.5]),
+        predicted=np.array([-30.0, -30.0, -30.0, -80.0]),
+        playing=np.array([True, True, False, True]),
+        clocks=np.arange(4, dtype=np.int64),
+    )
+    aec._suppress_residual(out, canceller_view, raw)
+    frames, originals = out.reshape(4, 240), kept.reshape(4, 240)
+    assert not frames[0].any(), "the raw frame was its echo alone: the output is a leak"
+    assert np.array_equal(frames[1:], originals[1:]), "above its echo, not playing, inaudible"
