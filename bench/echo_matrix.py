@@ -245,7 +245,14 @@ async def interjections(
         for _ in range(per_level):
             if after is None:
                 after = say(QUESTION_S, REPLY_DBFS - 6)
-            response = await wait_sent(server, stamps, created, after, 15)
+            try:
+                response = await wait_sent(server, stamps, created, after, 15)
+            except BenchError:
+                # The heard interjection brought no reply: the app took what the server's
+                # VAD heard of it for noise (shorter than interruption_min_ms) and resumed
+                # the reply. That interjection counts as not heard (no truncate); ask again.
+                after = say(QUESTION_S, REPLY_DBFS - 6)
+                response = await wait_sent(server, stamps, created, after, 15)
             first = await wait_sent(server, stamps, delta, response.at, 15)
             since = max(previous_end, monitor.sample_at(first.at))
             onset = await asyncio.to_thread(monitor.wait_onset, since, 15)
