@@ -250,7 +250,7 @@ async def interjections(
             except BenchError:
                 # The heard interjection brought no reply: the app took what the server's
                 # VAD heard of it for noise (shorter than interruption_min_ms) and resumed
-                # the reply. That interjection counts as not heard (no truncate); ask again.
+                # the reply. That interjection fails (no truncate: "truncate off: none"); ask again.
                 after = say(QUESTION_S, REPLY_DBFS - 6)
                 response = await wait_sent(server, stamps, created, after, 15)
             first = await wait_sent(server, stamps, delta, response.at, 15)
