@@ -129,7 +129,13 @@ def merge_rows(block: str, figures: Sequence[Figure], only: Sequence[str], quick
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = "python bench/run_all.py" + (" --quick" if quick else "")
     command += " --only " + " ".join(only)
-    kept[0] = kept[0].rstrip(".") + f"; the {', '.join(only)} rows {now} with `{command}`."
+    clause = f"; the {', '.join(only)} rows "
+    head = kept[0].rstrip(".")
+    if clause in head:  # measured again: the new date replaces the old one
+        before, _, after = head.partition(clause)
+        rest = after.split("`", 2)  # "<date> with ", the command, what follows it
+        head = before + (rest[2] if len(rest) == 3 else "")
+    kept[0] = head + f"{clause}{now} with `{command}`."
     return "\n".join(kept)
 
 
