@@ -26,6 +26,7 @@ BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
 BENCHES = [
     "cli_help",
     "barge_in",
+    "echo_matrix",
     "cpu",
     "loop_lag",
     "two_hour",
@@ -36,7 +37,7 @@ BENCHES = [
     "summary_facts",
     "fuzz",
 ]
-RIG_BENCHES = frozenset({"barge_in", "cpu"})
+RIG_BENCHES = frozenset({"barge_in", "cpu", "echo_matrix"})
 """Benchmarks that play into / record the PulseAudio rig (`scripts/audio-rig.sh start`)."""
 
 
@@ -107,6 +108,44 @@ def update_readme(block: str, readme: Path = README) -> None:
     readme.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
 
 
+def merge_rows(block: str, figures: Sequence[Figure], only: Sequence[str], quick: bool) -> str:
+    """The README's table with the rows of `figures` (one run of the `only` benchmarks) in
+    place of the rows of the same names, new ones at the end; the heading says when they
+    were measured. The other rows keep their figures and date."""
+    lines = block.strip("\n").splitlines()
+    new_rows = markdown_table(figures).splitlines()[2:]
+    names = {row.split(" | ", 1)[0] for row in new_rows}
+    kept: list[str] = []
+    placed = False
+    for line in lines:
+        if line.startswith("| ") and line.split(" | ", 1)[0] in names:
+            if not placed:
+                kept.extend(new_rows)
+                placed = True
+            continue
+        kept.append(line)
+    if not placed:
+        kept.extend(new_rows)
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python bench/run_all.py" + (" --quick" if quick else "")
+    command += " --only " + " ".join(only)
+    clause = f"; the {', '.join(only)} rows "
+    head = kept[0].rstrip(".")
+    if clause in head:  # measured again: the new date replaces the old one
+        before, _, after = head.partition(clause)
+        rest = after.split("`", 2)  # "<date> with ", the command, what follows it
+        head = before + (rest[2] if len(rest) == 3 else "")
+    kept[0] = head + f"{clause}{now} with `{command}`."
+    return "\n".join(kept)
+
+
+def readme_block(readme: Path = README) -> str:
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme} has no {BEGIN} / {END} markers")
+    return text.split(BEGIN, 1)[1].split(END, 1)[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (CI, smoke)")
@@ -125,7 +164,9 @@ def main() -> None:
         print(f"  {name}: {len(rows)} figure(s) in {seconds:.1f} s", file=sys.stderr, flush=True)
     block = f"{heading(args.quick, args.only)}\n\n{markdown_table(figures)}"
     print(block)
-    if args.update_readme:
+    if args.update_readme and args.only:  # a part of the run: its rows replace theirs
+        update_readme(merge_rows(readme_block(), figures, args.only, args.quick))
+    elif args.update_readme:
         update_readme(block)
         print(f"\nwrote the table into {README}", file=sys.stderr)
 

@@ -299,6 +299,8 @@ class VoiceBot:
         except RecordingError as exc:
             await audio.close()
             raise UserError(f"{exc} (or run without --record)") from None
+        if (echo := audio.echo_status) is not None:
+            self.view.notice(echo)
         if audio.recorder is not None:
             self.view.notice(f"recording to {audio.recorder.path}")
         elif self.settings.record_path is not None:

@@ -91,6 +91,14 @@ class AudioIO:
         if self.recorder is not None:
             await self.recorder.close()
 
+    @property
+    def echo_status(self) -> str | None:
+        """The one line saying which echo handling the microphone runs and why (None: no
+        microphone, or an input without echo handling such as a WAV file)."""
+        from realtime_voicebot.audio.echo import echo_status
+
+        return echo_status(self.audio_in)
+
     def snapshot(self) -> dict[str, dict[str, int]]:
         parts: dict[str, dict[str, int]] = {}
         if self.audio_out is not None:

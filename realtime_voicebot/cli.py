@@ -166,7 +166,13 @@ def config_show(
         realtime = realtime_url(settings)
     except EndpointError as exc:
         realtime = f"nowhere yet: {exc}"
-    destinations = {"realtime endpoint": realtime, "summarizer": summarizer_destination(settings)}
+    from realtime_voicebot.audio.echo import planned_echo_status
+
+    destinations = {
+        "realtime endpoint": realtime,
+        "summarizer": summarizer_destination(settings),
+        "echo handling": planned_echo_status(settings.echo).removeprefix("echo handling: "),
+    }
     notices = env_file_redirects(settings, sources)
     rows: list[tuple[str, str, str]] = []
     for name in type(settings).model_fields:
@@ -207,6 +213,33 @@ def devices_list() -> None:
     except AudioUnavailableError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+@devices_app.command("test")
+def devices_test(
+    input_device: str | None = typer.Option(
+        None, "--input-device", help="Microphone: index or name substring (default: settings)."
+    ),
+    output_device: str | None = typer.Option(
+        None, "--output-device", help="Speaker: index or name substring (default: settings)."
+    ),
+) -> None:
+    """Play a short sound and record the microphone: level, echo, latency, echo mode to use."""
+    from realtime_voicebot.audio.check import run_check
+    from realtime_voicebot.audio.devices import AudioUnavailableError
+
+    settings = load_or_exit({})
+    try:
+        result = run_check(
+            input_device if input_device is not None else settings.input_device,
+            output_device if output_device is not None else settings.output_device,
+            on_start=lambda: typer.echo("playing a short sound and recording the microphone ..."),
+        )
+    except AudioUnavailableError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for line in result.report():
+        typer.echo(line)
 
 
 @app.command("run")

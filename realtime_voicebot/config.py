@@ -285,8 +285,9 @@ class Settings(BaseSettings):
         60, ge=0, le=2000, description="Audio buffered before a reply starts playing."
     )
     echo: EchoMode = Field(
-        "gate",
-        description="Echo handling: off (headphones), gate, or aec (needs the [aec] extra).",
+        "aec",
+        description="Echo handling: aec (echo cancellation; gate if it cannot load), gate "
+        "(adaptive echo gate), or off (headphones).",
     )
     output_latency_compensation: bool = Field(
         True, description="Subtract the device's output latency from the played position."

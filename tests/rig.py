@@ -240,9 +240,12 @@ def pactl(*args: str) -> str:
 
 
 @contextlib.contextmanager
-def echo_path(volume_percent: int = 50, latency_ms: int = 30) -> Iterator[int]:
+def echo_path(
+    volume_percent: int = 50, latency_ms: int = 30, gain_db: float | None = None
+) -> Iterator[int]:
     """Loop the speaker (`vspk.monitor`) back into the microphone (`vmic`), attenuated: the
-    echo of laptop speakers. Yields the module index; unloaded on exit."""
+    echo of laptop speakers. `gain_db` (the coupling, e.g. -18) overrides `volume_percent`
+    (PulseAudio's volume is cubic: 50 % is -18 dB). Yields the module index; unloaded on exit."""
     module = int(
         pactl(
             "load-module",
@@ -256,7 +259,9 @@ def echo_path(volume_percent: int = 50, latency_ms: int = 30) -> Iterator[int]:
     )
     try:
         sink_input = _sink_input_of(module)
-        pactl("set-sink-input-volume", str(sink_input), f"{volume_percent}%")
+        # A linear factor: pactl reads "-18dB" as "18 dB quieter than now".
+        volume = f"{volume_percent}%" if gain_db is None else f"{10 ** (gain_db / 20):.6f}"
+        pactl("set-sink-input-volume", str(sink_input), volume)
         yield module
     finally:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):

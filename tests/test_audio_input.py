@@ -115,7 +115,7 @@ async def test_echo_hook_runs_on_the_loop_before_yielding() -> None:
     class Silencer:
         calls = 0
 
-        def process(self, mic_block_pcm16: bytes) -> bytes:
+        def process(self, mic_block_pcm16: bytes, capture_end: int | None = None) -> bytes:
             self.calls += 1
             return bytes(len(mic_block_pcm16))
 

@@ -180,10 +180,14 @@ async def test_one_callback_plays_and_captures_at_once_and_records_both(
             "paplay", "--device=vmic", str(path), stderr=asyncio.subprocess.DEVNULL
         )
 
+        stamps: list[tuple[int | None, int]] = []
+        """(capture_end_position, the tap's position) as each microphone block was read."""
+
         async def hear_mic_tone() -> None:
             tone_blocks = 0
             while tone_blocks < 8:  # 320 ms of the tone played into the microphone
                 block = await mic.read()
+                stamps.append((mic.capture_end_position, player.tap.total_samples))
                 recorder.mic(block)
                 if has_tone(np.frombuffer(block, dtype=np.int16), RATE, MIC_TONE_HZ):
                     tone_blocks += 1
@@ -201,10 +205,11 @@ async def test_one_callback_plays_and_captures_at_once_and_records_both(
         assert await asyncio.wait_for(player.wait_finished("a"), 10)
         assert player.played_ms("a") == pytest.approx(1000, abs=1)
         # The microphone's stamps follow the speaker's clock: the block just read ends
-        # within the device buffers (and a few blocks of loop delay) of the speaker's position.
-        end = mic.capture_end_position
+        # within the device buffers (and a few blocks of loop delay) of the speaker's position
+        # when it was read (not later: nothing reads the microphone while the tone ends).
+        end, position = stamps[-1]
         assert end is not None
-        assert abs(player.tap.total_samples - end) < rate // 4
+        assert abs(position - end) < rate // 4
         assert mic.callback_errors == player.callback_errors == 0
     finally:
         await recorder.close()

@@ -1,7 +1,7 @@
 """The per-block fast paths and the bounded bookkeeping give the same answers as before.
 
-CPU: the echo gate's incremental reference meter against a full re-measurement of the window,
-the single-string audio append against the generic builder. Memory: what a long conversation
+CPU: the single-string audio append against the generic builder (the echo gate's
+incremental frame levels are checked in test_audio_echo.py). Memory: what a long conversation
 keeps per response is bounded, and every turn is still recorded exactly once.
 """
 
@@ -12,67 +12,12 @@ import json
 import numpy as np
 import pytest
 
-from realtime_voicebot.audio.echo import ReferenceMeter
-from realtime_voicebot.audio.output import PlaybackTap
-from realtime_voicebot.audio.resample import (
-    DBFS_FLOOR,
-    PCM16_FULL_SCALE_SQUARED,
-    mean_square_dbfs,
-    rms_dbfs,
-)
+from realtime_voicebot.audio.resample import rms_dbfs
 from realtime_voicebot.core.conversation import RESPONSES_KEPT
 from realtime_voicebot.transport import events as ev
 
 from .spec import validate_client
 from .state_helpers import Conversation
-
-RATE = 24000
-FRAME = 480
-WINDOW = 7200  # 300 ms
-
-
-def bursts(blocks: int, block: int, seed: int) -> list[np.ndarray]:
-    """Blocks of played audio: silence, quiet and loud stretches in random order."""
-    rng = np.random.default_rng(seed)
-    levels = rng.choice([0.0, 30.0, 3000.0, 20000.0], size=blocks)
-    return [
-        np.clip(rng.normal(0.0, level, block), -32768, 32767).astype(np.int16) for level in levels
-    ]
-
-
-def reference_level_dbfs(reference: np.ndarray, frame_samples: int) -> float:
-    """The loudest frame's RMS level in a stretch of played audio, measured in full: what
-    `ReferenceMeter` must match."""
-    frames = reference.shape[0] // frame_samples
-    if frames == 0:
-        return rms_dbfs(reference)
-    shaped = reference[: frames * frame_samples].astype(np.float64).reshape(frames, frame_samples)
-    loudest = float(np.max(np.einsum("ij,ij->i", shaped, shaped))) / frame_samples
-    return mean_square_dbfs(loudest / PCM16_FULL_SCALE_SQUARED)
-
-
-@pytest.mark.parametrize("block", [FRAME, 240, 720])
-def test_reference_meter_matches_a_full_measurement_of_the_window(block: int) -> None:
-    tap = PlaybackTap(RATE)
-    meter = ReferenceMeter(tap, WINDOW, FRAME)
-    for played in bursts(200, block, seed=block):
-        tap.append(played)
-        incremental = meter.level_dbfs()
-        if tap.total_samples % FRAME:  # the newest frame is partial: compare frame-aligned
-            continue
-        full = reference_level_dbfs(tap.recent(WINDOW), FRAME)
-        assert incremental == pytest.approx(full, abs=1e-6)
-
-
-def test_reference_meter_catches_up_after_a_long_gap_and_forgets_old_loudness() -> None:
-    tap = PlaybackTap(RATE)
-    meter = ReferenceMeter(tap, WINDOW, FRAME)
-    tap.append(np.full(FRAME, 20000, dtype=np.int16))
-    assert meter.level_dbfs() == pytest.approx(rms_dbfs(np.full(FRAME, 20000, np.int16)))
-    for _ in range(100):  # 2 s of silence played while nobody asked (beyond the ring, too)
-        tap.append(np.zeros(FRAME, dtype=np.int16))
-    assert meter.level_dbfs() == DBFS_FLOOR
-    assert tap.skipped_samples == 0  # it skipped ahead on its own, not by asking too late
 
 
 def test_rms_dbfs_of_int_and_float_blocks_agrees_with_the_definition() -> None:

@@ -359,7 +359,7 @@ class MicrophoneInput:
             self._stamp_capture_end(position, frames)
             self.blocks_read += 1
             if self.echo is not None:
-                pcm = self.echo.process(pcm)
+                pcm = self.echo.process(pcm, self.capture_end_position)
             if pcm:  # empty while the resampler fills or the echo gate holds a block
                 return pcm
 
