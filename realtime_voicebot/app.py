@@ -32,7 +32,13 @@ from realtime_voicebot.core import CoreConfig, SessionCore
 from realtime_voicebot.core import actions as a
 from realtime_voicebot.errors import FatalConnectionError, UserError
 from realtime_voicebot.files import write_private_text
-from realtime_voicebot.inputs import TYPED_LINES_LIMIT, Keyboard, stdin_is_terminal, stdin_lines
+from realtime_voicebot.inputs import (
+    TYPED_AHEAD,
+    TYPED_LINES_LIMIT,
+    Keyboard,
+    stdin_is_terminal,
+    stdin_lines,
+)
 from realtime_voicebot.metrics import LatencyTracker, Metrics, Prices
 from realtime_voicebot.presenter import Presenter
 from realtime_voicebot.summarization import build_summarizer
@@ -536,9 +542,9 @@ class VoiceBot:
         while (line := await lines.get()) is not None:
             if line.strip():
                 self.typed(line.strip())
-                # Typed ahead (or piped in): the next line waits in the bounded input queue
-                # until this one is sent, so the core never holds more than one unsent.
-                await self.until(lambda: not self.core.turns.typed_waiting)
+                # Typed far ahead (or piped in): past TYPED_AHEAD lines not sent yet, the
+                # next waits in the bounded input queue, so lines never pile up in the core.
+                await self.until(lambda: self.core.turns.typed_unsent < TYPED_AHEAD)
             elif push_to_talk and self._keys is None:  # Enter on an empty line: the talk key
                 self.push_to_talk()
         if self.text_only:  # in voice mode the microphone (or file) is the input

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 TYPED_LINES_LIMIT = 256
+TYPED_AHEAD = 8
+"""Typed lines the session core holds before they are sent (shown at once); more wait here."""
 MAX_LINE_CHARS = 2000
 
 

@@ -367,8 +367,10 @@ async def test_lines_piped_in_at_once_are_answered_in_order_and_never_pile_up(
     tmp_path: Path,
 ) -> None:
     """`voicebot run --text < file`: 60 lines arrive at once. Each is answered, in order, and
-    the core never holds more than one unsent line (the next waits in the bounded input
-    queue); before, all of them piled up in the core and each event scanned them all."""
+    the core never holds more than `TYPED_AHEAD` unsent lines (the rest wait in the bounded
+    input queue); before, all of them piled up in the core and each event scanned them all."""
+    from realtime_voicebot.inputs import TYPED_AHEAD
+
     count = 60
     async with FakeRealtimeServer(fake_config(speed=0.0)) as server:
         lines: asyncio.Queue[str | None] = asyncio.Queue()
@@ -389,7 +391,8 @@ async def test_lines_piped_in_at_once_are_answered_in_order_and_never_pile_up(
         running.bot.subscribe(watch)
         assert await running.finish(60) == 0
 
-    assert most_waiting <= 2, most_waiting  # the one being answered, and the next one sent
+    # TYPED_AHEAD unsent lines, the one being answered and the one just sent.
+    assert most_waiting <= TYPED_AHEAD + 2, most_waiting
     assert running.view.user == [f"line {n}" for n in range(count)]
     assert [text for _, text, _ in running.view.assistant] == [
         f"You said: line {n}" for n in range(count)

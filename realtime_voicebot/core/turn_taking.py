@@ -217,10 +217,10 @@ class TurnTaking:
         return list(self._typed)
 
     @property
-    def typed_waiting(self) -> bool:
-        """A typed line waits to be sent (a reply runs, or the connection is down): the
-        shell holds the next line until it is sent, so lines never pile up here."""
-        return any(line.sent_in is None for line in self._typed.values())
+    def typed_unsent(self) -> int:
+        """Typed lines waiting to be sent (a reply runs, or the connection is down). The
+        shell stops taking lines at `TYPED_AHEAD`, so they never pile up here."""
+        return sum(1 for line in self._typed.values() if line.sent_in is None)
 
     @property
     def reply_owed(self) -> bool:
