@@ -1,11 +1,12 @@
 """CPU seconds per minute of conversation on the virtual rig: `voicebot run` vs the baseline.
 
-Four bots run as subprocesses on the rig's default devices (microphone `vmic.monitor`,
+Five bots run as subprocesses on the rig's default devices (microphone `vmic.monitor`,
 speaker `vspk`) against a fake Realtime server in this process: the project as it runs by
-default (one callback for microphone and speaker, `DuplexAudio`, output-driven on ALSA, and
-40 ms microphone blocks), the same with two streams (`--audio-streams separate`), the project
-as it ran before (two streams, 20 ms microphone blocks), and the baseline: the first pair
-isolates one callback against two streams, the second pair the microphone block size. They
+default (one callback for microphone and speaker, `DuplexAudio`, output-driven on ALSA, 40 ms
+microphone blocks, echo cancellation), the same with echo handling off, with two streams
+(`--audio-streams separate`), the project as it ran before (two streams, 20 ms microphone
+blocks), and the baseline: the first pair is the canceller's cost, the next two isolate one
+callback against two streams and the microphone block size. They
 run in turn, in `ROUNDS` rounds (the order rotates), so that the load other processes put on
 the machine falls on all of them alike. Each is measured from
 `/proc/<pid>/task/*/schedstat` (nanoseconds on a CPU of all its threads) over `WINDOWS`
@@ -18,9 +19,10 @@ consecutive windows per mode; a figure is the median over every window of every 
   of it (the server streams at `SPEED` times real time), while the baseline received all of
   it before it started to play.
 
-The project runs with its defaults (echo gate on, plain output as stdout is not a terminal),
-so the figure is what a headless `voicebot run` costs. The target is under 1% of one core:
-0.6 CPU-seconds per minute.
+The project runs with its defaults (echo cancellation on, plain output as stdout is not a
+terminal), so the first figure is what a headless `voicebot run` costs; the others turn echo
+handling off, the work the baseline does, to compare the audio plumbing itself. The target
+is under 1% of one core: 0.6 CPU-seconds per minute.
 
 The first figure is the floor under any bot: PortAudio streams at 20 ms blocks whose
 callbacks do nothing, measured alone before the bots, the same way (median of windows).
@@ -68,13 +70,16 @@ ROUNDS = 2
 WINDOWS = 4
 WINDOW_S = 5.0
 BOTS: dict[str, tuple[str, ...]] = {
-    "one callback": (),
-    "two streams": ("--audio-streams", "separate"),
-    "two streams, 20 ms mic blocks (before)": (
+    "one callback, aec (default)": (),
+    "one callback, echo off (the baseline's work)": ("--echo", "off"),
+    "two streams, echo off": ("--audio-streams", "separate", "--echo", "off"),
+    "two streams, 20 ms mic blocks, echo off (before)": (
         "--audio-streams",
         "separate",
         "--mic-block-ms",
         "20",
+        "--echo",
+        "off",
     ),
     "baseline": (),
 }

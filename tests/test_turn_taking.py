@@ -125,6 +125,28 @@ def test_a_real_interruption_truncates_at_the_paused_position_and_is_answered(
     assert "u2" in [r["item_id"] for r in conv.take_records()]
 
 
+def test_the_truncate_is_where_the_user_began_not_where_the_device_stopped(
+    conv: Conversation,
+) -> None:
+    """After the pause the block the device held still plays: the player's count moves on
+    (here by 20 ms), but the user began talking at 500 ms, and that is what was heard."""
+    start = len(conv.sent)
+    speak_over(conv, "u2", 1000)
+    conv.playback = Playback("a1", 520.0, audible=False, has_output=True)
+    conv.apply(conv.srv.transcript_completed("u2", "Stop, I have a question."))
+    truncate = conv.sent[start]
+    assert truncate["type"] == "conversation.item.truncate" and truncate["audio_end_ms"] == 500
+    # The twin: a barge-in without a pause before it (typed) reads the player as it is now.
+    conv2 = Conversation("ga", false_interruption="resume")
+    conv2.user_turn("u1", "Tell me a story.")
+    conv2.assistant_turn("r1", "a1", "once upon a time", audio_ms=3000, finish=False)
+    conv2.playback = Playback("a1", 520.0, audible=True, has_output=True)
+    mark = len(conv2.sent)
+    conv2.take(conv2.core.typed_line("Stop."))
+    assert conv2.sent[mark]["type"] == "conversation.item.truncate"
+    assert conv2.sent[mark]["audio_end_ms"] == 520
+
+
 def test_no_transcript_in_time_counts_as_a_real_interruption(conv: Conversation) -> None:
     start = len(conv.sent)
     actions = speak_over(conv, "u2", 800)

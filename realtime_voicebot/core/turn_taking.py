@@ -122,6 +122,9 @@ class Interjection:
     generation: int
     deciding: bool = False
     """Longer than `interruption_min_ms`: waiting for its transcript."""
+    heard: Playback | None = None
+    """Where the reply was when the user began (a real barge-in truncates there: the block
+    the device already held plays out after the pause, but the user had started talking)."""
 
 
 @dataclass
@@ -319,7 +322,9 @@ class TurnTaking:
         self._interjections += 1
         self.stats.interjections += 1
         pause = position.has_output and playing
-        self._interjection = Interjection(speech.item_id, pause, self._interjections)
+        self._interjection = Interjection(
+            speech.item_id, pause, self._interjections, heard=position if pause else None
+        )
         log.info("interjection", item_id=speech.item_id, paused_ms=round(position.played_ms))
         if speech.item_id is not None:
             self.conversation.hold(speech.item_id)
@@ -386,7 +391,7 @@ class TurnTaking:
         if pending.item_id is not None:
             self.conversation.release(pending.item_id)
         was_running = self.conversation.active_response_id is not None
-        actions = self.barge_in("speech")
+        actions = self.barge_in("speech", heard=pending.heard)
         if reply:
             if was_running:
                 self._reply_after_cancel = True  # once the cancelled reply has ended
@@ -427,23 +432,30 @@ class TurnTaking:
             actions += self.barge_in("typed")
         return actions + self.release()
 
-    def barge_in(self, cause: Literal["speech", "typed"]) -> list[Action]:
-        """Silence the reply, tell the server what was heard, cancel what still runs."""
+    def barge_in(
+        self, cause: Literal["speech", "typed"], heard: Playback | None = None
+    ) -> list[Action]:
+        """Silence the reply, tell the server what was heard, cancel what still runs.
+
+        ``heard``: where the reply was when the user began, if that was earlier (a pause)
+        and it is still the same reply; otherwise where it is now.
+        """
         conversation = self.conversation
-        position = self.playback()
+        now = self.playback()
+        position = heard if heard is not None and heard.item_id == now.item_id else now
         item_id = position.item_id or conversation.streaming_item_id
         actions: list[Action] = []
-        if position.has_output and (position.item_id is not None or position.audible):
+        if now.has_output and (now.item_id is not None or now.audible):
             actions.append(StopPlayback())
-        heard = self._truncate_heard(item_id, position) if position.has_output else []
+        heard_events = self._truncate_heard(item_id, position) if position.has_output else []
         server_cancels = (
             cause == "speech" and self.interrupt_response and not self.resume_false_interruptions
         )
         if conversation.active_response_id is not None and not server_cancels:
             conversation.cancel_active()
-            heard.append(response_cancel())
-        actions += [Send(event) for event in heard]
-        if item_id is not None and any(e["type"] != "response.cancel" for e in heard):
+            heard_events.append(response_cancel())
+        actions += [Send(event) for event in heard_events]
+        if item_id is not None and any(e["type"] != "response.cancel" for e in heard_events):
             self.stats.barge_ins += 1
             self.stats.truncations += 1
             actions.append(BargeIn(item_id, position.played_ms, cause))
