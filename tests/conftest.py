@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import structlog
 
 from realtime_voicebot.testing import TIMEOUT_FACTOR_ENV
+from tests.fake_harness import MakeServer, server_maker
 
 
 def remove_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,3 +41,10 @@ def fresh_logging() -> Iterator[None]:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
+
+
+@pytest.fixture
+async def make_server() -> AsyncIterator[MakeServer]:
+    """Fake servers for one test, stopped when it ends."""
+    async with server_maker() as make:
+        yield make

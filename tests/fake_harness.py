@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import numpy as np
@@ -20,10 +20,27 @@ from numpy.typing import NDArray
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from realtime_voicebot.fake.config import FakeServerConfig
 from realtime_voicebot.fake.server import FakeRealtimeServer
 from realtime_voicebot.testing import scaled
 from realtime_voicebot.transport import events as ev
 from tests.spec import validate_client, validate_server
+
+MakeServer = Callable[..., Awaitable[FakeRealtimeServer]]
+"""`make_server(**config)`: a fake server started with that config (speed 0 unless given),
+stopped when the test ends (the `make_server` fixture in conftest.py)."""
+
+
+@asynccontextmanager
+async def server_maker() -> AsyncIterator[MakeServer]:
+    async with AsyncExitStack() as stack:
+
+        async def make(**config: Any) -> FakeRealtimeServer:
+            config.setdefault("speed", 0.0)
+            return await stack.enter_async_context(FakeRealtimeServer(FakeServerConfig(**config)))
+
+        yield make
+
 
 JSON = dict[str, Any]
 WAIT_S = scaled(5.0)

@@ -252,6 +252,25 @@ class Terminal:
             self.raw += data
 
 
+def voicebot_in_a_terminal(
+    args: list[str], tmp_path: Path, *, lines: int
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`voicebot ARGS` on a pseudo-terminal 100 columns wide (stderr to stderr.txt): the
+    process and the terminal's master end."""
+    master, slave = pty.openpty()
+    with (tmp_path / "stderr.txt").open("wb") as err:
+        proc = subprocess.Popen(
+            [*VOICEBOT, *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=err,
+            env=clean_env(COLUMNS="100", LINES=str(lines)),
+            start_new_session=True,
+        )
+    os.close(slave)
+    return proc, master
+
+
 def test_on_a_terminal_the_live_console_draws_and_typed_lines_are_turns(tmp_path: Path) -> None:
     """A real pseudo-terminal: rich Live draws while a thread reads typed lines from stdin."""
     wav = spoken_wav(tmp_path / "in.wav")
@@ -260,17 +279,7 @@ def test_on_a_terminal_the_live_console_draws_and_typed_lines_are_turns(tmp_path
     args = ["run", "--fake-server", "--fake-speed", "8", "--fake-scenario", str(scenario)]
     args += ["--input-file", str(wav), "--transcript", str(tmp_path / "t.jsonl")]
     args += ["--metrics-file", str(tmp_path / "metrics.json")]
-    master, slave = pty.openpty()
-    with (tmp_path / "stderr.txt").open("wb") as err:
-        proc = subprocess.Popen(
-            [*VOICEBOT, *args],
-            stdin=slave,
-            stdout=slave,
-            stderr=err,
-            env=clean_env(COLUMNS="100", LINES="40"),
-            start_new_session=True,
-        )
-    os.close(slave)
+    proc, master = voicebot_in_a_terminal(args, tmp_path, lines=40)
     screen = Terminal(master)
     try:
         screen.wait_for("bot: You said: what is the capital of France")
@@ -300,17 +309,7 @@ def test_the_console_reads_its_own_input_line_and_never_tears(tmp_path: Path) ->
     import pyte
 
     args = ["run", "--fake-server", "--text", "--transcript", str(tmp_path / "t.jsonl")]
-    master, slave = pty.openpty()
-    with (tmp_path / "stderr.txt").open("wb") as err:
-        proc = subprocess.Popen(
-            [*VOICEBOT, *args],
-            stdin=slave,
-            stdout=slave,
-            stderr=err,
-            env=clean_env(COLUMNS="100", LINES="30"),
-            start_new_session=True,
-        )
-    os.close(slave)
+    proc, master = voicebot_in_a_terminal(args, tmp_path, lines=30)
     terminal = Terminal(master)
     screen = pyte.Screen(100, 30)
     stream = pyte.ByteStream(screen)

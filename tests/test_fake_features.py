@@ -11,23 +11,21 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
-from realtime_voicebot.fake import FakeRealtimeServer, FakeServerConfig, Faults, McpCall, Scenario
+from realtime_voicebot.fake import FakeRealtimeServer, Faults, McpCall, Scenario
 from realtime_voicebot.fake.session import IDLE_PROMPT, FakeSession
 from realtime_voicebot.fake.synth import silence, speech_like
 from realtime_voicebot.testing import scaled
 from realtime_voicebot.transport import events as ev
-from tests.fake_harness import JSON, Client, beta_session, connect_client, ga_session
+from tests.fake_harness import JSON, Client, MakeServer, beta_session, connect_client, ga_session
 from tests.images import png_bytes
 from tests.spec import validate_ga_response_create_with_references
 
-MakeServer = Callable[..., Awaitable[FakeRealtimeServer]]
 LONG_REPLY = "This is a long answer that goes on and on about nothing in particular. " * 3
 SUMMARY = "Summarize the conversation so far."
 DELTAS = {
@@ -38,17 +36,6 @@ DELTAS = {
     "response.mcp_call_arguments.delta",
     "conversation.item.input_audio_transcription.delta",
 }
-
-
-@pytest.fixture
-async def make_server() -> AsyncIterator[MakeServer]:
-    async with AsyncExitStack() as stack:
-
-        async def make(**config: Any) -> FakeRealtimeServer:
-            config.setdefault("speed", 0.0)
-            return await stack.enter_async_context(FakeRealtimeServer(FakeServerConfig(**config)))
-
-        yield make
 
 
 def squeeze(types: list[str]) -> list[str]:

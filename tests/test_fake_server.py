@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from typing import Any
 
 import numpy as np
@@ -18,20 +16,19 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
-from realtime_voicebot.fake import FakeRealtimeServer, FakeServerConfig, Faults, Scenario, ToolCall
+from realtime_voicebot.fake import FakeRealtimeServer, Faults, Scenario, ToolCall
 from realtime_voicebot.fake.synth import silence, speech_like
 from realtime_voicebot.testing import scaled
 from realtime_voicebot.transport import events as ev
 from tests.fake_harness import (
     JSON,
     Client,
+    MakeServer,
     beta_session,
     connect_client,
     decode_audio,
     ga_session,
 )
-
-MakeServer = Callable[..., Awaitable[FakeRealtimeServer]]
 
 DELTA_TYPES = {
     "conversation.item.input_audio_transcription.delta",
@@ -43,17 +40,6 @@ DELTA_TYPES = {
     "response.audio_transcript.delta",
     "response.text.delta",
 }
-
-
-@pytest.fixture
-async def make_server() -> AsyncIterator[MakeServer]:
-    async with AsyncExitStack() as stack:
-
-        async def make(**config: Any) -> FakeRealtimeServer:
-            config.setdefault("speed", 0.0)
-            return await stack.enter_async_context(FakeRealtimeServer(FakeServerConfig(**config)))
-
-        yield make
 
 
 @pytest.fixture
